@@ -1,0 +1,186 @@
+#include "http/parser.hpp"
+
+#include <llhttp.h>
+
+namespace terminals::detail {
+
+struct HttpParser::Impl {
+  Impl(Kind k, Limits l, Listener& li) : kind(k), limits(l), listener(li) {
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = [](llhttp_t* p) { return self(p)->on_message_begin(); };
+    settings.on_url = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->target, at, n); };
+    settings.on_status = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->reason, at, n); };
+    settings.on_header_field = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->field, at, n); };
+    settings.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->value, at, n); };
+    settings.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_done(); };
+    settings.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
+    settings.on_body = [](llhttp_t* p, const char* at, size_t n) {
+      self(p)->listener.on_body(std::string_view(at, n));
+      return 0;
+    };
+    settings.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
+    llhttp_init(&parser, k == Kind::Request ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
+    parser.data = this;
+  }
+
+  static Impl* self(llhttp_t* p) { return static_cast<Impl*>(p->data); }
+
+  int on_message_begin() {
+    in_message = true;
+    interim = false;
+    head_bytes = 0;
+    header_count = 0;
+    target.clear();
+    reason.clear();
+    field.clear();
+    value.clear();
+    headers.clear();
+    return 0;
+  }
+
+  int append(std::string& into, const char* at, size_t n) {
+    head_bytes += n;
+    if (head_bytes > limits.max_header_bytes) {
+      limit_error = "request head larger than " + std::to_string(limits.max_header_bytes) + " bytes";
+      return HPE_USER;
+    }
+    into.append(at, n);
+    return 0;
+  }
+
+  int on_header_done() {
+    if (++header_count > limits.max_headers) {
+      limit_error = "more than " + std::to_string(limits.max_headers) + " header fields";
+      return HPE_USER;
+    }
+    head_bytes += 4;  // ": " and CRLF count towards the limit as on the wire
+    headers.add(std::move(field), std::move(value));
+    field.clear();
+    value.clear();
+    return 0;
+  }
+
+  int on_headers_complete() {
+    const bool has_cl = (parser.flags & F_CONTENT_LENGTH) != 0;
+    const bool chunked = (parser.flags & F_CHUNKED) != 0;
+    if (kind == Kind::Request) {
+      RequestHead h;
+      h.method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
+      h.target = std::move(target);
+      h.http_minor = parser.http_minor;
+      h.headers = std::move(headers);
+      if (has_cl) h.content_length = parser.content_length;
+      h.chunked = chunked;
+      h.keep_alive = llhttp_should_keep_alive(&parser) != 0;
+      h.upgrade = parser.upgrade != 0;
+      if (auto e = h.headers.get("expect")) h.expect_continue = iequals(*e, "100-continue");
+      listener.on_request_head(std::move(h));
+      return 0;
+    }
+    const int status = parser.status_code;
+    if (status >= 100 && status < 200 && status != 101) {
+      // Interim responses (100 Continue, 103 Early Hints) are not shown to the listener.
+      interim = true;
+      return 0;
+    }
+    ResponseHead h;
+    h.status = status;
+    h.reason = std::move(reason);
+    h.http_minor = parser.http_minor;
+    h.headers = std::move(headers);
+    if (has_cl) h.content_length = parser.content_length;
+    h.chunked = chunked;
+    h.keep_alive = llhttp_should_keep_alive(&parser) != 0;
+    h.upgrade = status == 101;
+    bool no_body = listener.on_response_head(std::move(h));
+    if (status == 101) return 2;  // the rest of the bytes belong to the new protocol
+    return (no_body || status == 204 || status == 304) ? 1 : 0;
+  }
+
+  int on_message_complete() {
+    in_message = false;
+    if (interim) return 0;
+    listener.on_message_complete();
+    // Upgrades stop by themselves (HPE_PAUSED_UPGRADE). Everything else pauses so that the
+    // owner handles one message at a time.
+    if (parser.upgrade) return 0;
+    return HPE_PAUSED;
+  }
+
+  Kind kind;
+  Limits limits;
+  Listener& listener;
+  llhttp_settings_t settings{};
+  llhttp_t parser{};
+
+  bool in_message = false;
+  bool interim = false;
+  std::size_t head_bytes = 0;
+  std::size_t header_count = 0;
+  std::string target, reason, field, value;
+  Headers headers;
+  std::string limit_error;
+};
+
+HttpParser::HttpParser(Kind kind, Limits limits, Listener& listener)
+    : impl_(std::make_unique<Impl>(kind, limits, listener)) {}
+
+HttpParser::~HttpParser() = default;
+
+HttpParser::Outcome HttpParser::execute(std::string_view data) {
+  Outcome out;
+  llhttp_t* p = &impl_->parser;
+  llhttp_errno_t err = llhttp_execute(p, data.data(), data.size());
+  auto pos = [&] {
+    const char* at = llhttp_get_error_pos(p);
+    return at ? static_cast<std::size_t>(at - data.data()) : data.size();
+  };
+  switch (err) {
+    case HPE_OK:
+      out.consumed = data.size();
+      return out;
+    case HPE_PAUSED:
+      out.state = State::Paused;
+      out.consumed = pos();
+      return out;
+    case HPE_PAUSED_UPGRADE:
+      out.state = State::Upgrade;
+      out.consumed = pos();
+      return out;
+    default:
+      break;
+  }
+  out.state = State::Error;
+  out.consumed = pos();
+  if (err == HPE_USER) {
+    out.http_status = 431;
+    out.error = Error(Errc::LimitExceeded, impl_->limit_error, ErrorSource::Llhttp, err);
+  } else {
+    out.http_status = 400;
+    const char* reason = llhttp_get_error_reason(p);
+    out.error = Error(impl_->kind == Kind::Request ? Errc::InvalidArgument : Errc::UpstreamProtocol,
+                      std::string("malformed HTTP: ") + llhttp_errno_name(err) + ": " +
+                          (reason ? reason : "?"),
+                      ErrorSource::Llhttp, err);
+  }
+  return out;
+}
+
+void HttpParser::resume() { llhttp_resume(&impl_->parser); }
+
+Status HttpParser::finish() {
+  llhttp_errno_t err = llhttp_finish(&impl_->parser);
+  if (err == HPE_OK || err == HPE_PAUSED) return {};
+  const char* reason = llhttp_get_error_reason(&impl_->parser);
+  return Error(Errc::UpstreamProtocol,
+               std::string("message cut short: ") + llhttp_errno_name(err) + ": " + (reason ? reason : "?"),
+               ErrorSource::Llhttp, err);
+}
+
+bool HttpParser::in_message() const noexcept { return impl_->in_message; }
+
+bool HttpParser::should_keep_alive() const noexcept {
+  return llhttp_should_keep_alive(&impl_->parser) != 0;
+}
+
+}  // namespace terminals::detail
