@@ -42,15 +42,39 @@ struct HttpParser::Impl {
     head_bytes += n;
     if (head_bytes > limits.max_header_bytes) {
       limit_error = "request head larger than " + std::to_string(limits.max_header_bytes) + " bytes";
+      limit_hit = true;
       return HPE_USER;
     }
     into.append(at, n);
     return 0;
   }
 
+  // RFC 9110 token characters. llhttp 8 lets some others (such as a space) into header names,
+  // which proxies disagree about; we refuse them.
+  static bool is_tchar(unsigned char c) {
+    if (c >= '0' && c <= '9') return true;
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
+    switch (c) {
+      case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+      case '-': case '.': case '^': case '_': case '`': case '|': case '~': return true;
+      default: return false;
+    }
+  }
+
   int on_header_done() {
+    if (field.empty()) {
+      protocol_error = "empty header name";
+      return -1;
+    }
+    for (unsigned char c : field) {
+      if (!is_tchar(c)) {
+        protocol_error = "invalid character in header name";
+        return -1;
+      }
+    }
     if (++header_count > limits.max_headers) {
       limit_error = "more than " + std::to_string(limits.max_headers) + " header fields";
+      limit_hit = true;
       return HPE_USER;
     }
     head_bytes += 4;  // ": " and CRLF count towards the limit as on the wire
@@ -63,6 +87,12 @@ struct HttpParser::Impl {
   int on_headers_complete() {
     const bool has_cl = (parser.flags & F_CONTENT_LENGTH) != 0;
     const bool chunked = (parser.flags & F_CHUNKED) != 0;
+    if (has_cl && (parser.flags & F_TRANSFER_ENCODING)) {
+      // Both framings at once is the classic request-smuggling vector; llhttp accepts it when
+      // the encoding is chunked, we do not (RFC 9112 6.1 allows rejecting).
+      protocol_error = "both Content-Length and Transfer-Encoding";
+      return -1;
+    }
     if (kind == Kind::Request) {
       RequestHead h;
       h.method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
@@ -120,6 +150,8 @@ struct HttpParser::Impl {
   std::string target, reason, field, value;
   Headers headers;
   std::string limit_error;
+  bool limit_hit = false;
+  const char* protocol_error = nullptr;
 };
 
 HttpParser::HttpParser(Kind kind, Limits limits, Listener& listener)
@@ -152,12 +184,12 @@ HttpParser::Outcome HttpParser::execute(std::string_view data) {
   }
   out.state = State::Error;
   out.consumed = pos();
-  if (err == HPE_USER) {
+  if (impl_->limit_hit) {
     out.http_status = 431;
     out.error = Error(Errc::LimitExceeded, impl_->limit_error, ErrorSource::Llhttp, err);
   } else {
     out.http_status = 400;
-    const char* reason = llhttp_get_error_reason(p);
+    const char* reason = impl_->protocol_error ? impl_->protocol_error : llhttp_get_error_reason(p);
     out.error = Error(impl_->kind == Kind::Request ? Errc::InvalidArgument : Errc::UpstreamProtocol,
                       std::string("malformed HTTP: ") + llhttp_errno_name(err) + ": " +
                           (reason ? reason : "?"),
