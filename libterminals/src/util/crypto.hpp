@@ -1,0 +1,31 @@
+#pragma once
+
+// Small wrappers over OpenSSL for keys, tokens and digests. OpenSSL does the cryptography; these
+// only adapt it to std::string.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "terminals/result.hpp"
+
+namespace terminals::detail {
+
+/// `bytes` random bytes from OpenSSL's CSPRNG, hex-encoded (2*bytes characters).
+Result<std::string> random_hex(std::size_t bytes);
+/// `bytes` random bytes, base64url-encoded without padding (for API keys).
+Result<std::string> random_token(std::size_t bytes = 32);
+
+/// Compares secrets in time independent of where they differ (the length may leak).
+bool constant_time_equals(std::string_view a, std::string_view b) noexcept;
+
+std::string sha256_hex(std::string_view data);
+std::string sha1_raw(std::string_view data);
+std::string hmac_sha256_raw(std::string_view key, std::string_view data);
+
+std::string base64_encode(std::string_view data);
+std::string base64url_encode(std::string_view data);  // no padding
+/// Decodes base64url (padding optional); InvalidArgument on bad input.
+Result<std::string> base64url_decode(std::string_view data);
+
+}  // namespace terminals::detail
