@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# terminals-cli's command-line contract: help texts, --version, and exit status 2 with a clear
+# message for usage errors. Usage: cli.sh PATH_TO_TERMINALS_CLI EXPECTED_VERSION
+set -uo pipefail
+
+cli=$1 version=$2
+failures=0
+out=$(mktemp) err=$(mktemp)
+trap 'rm -f "$out" "$err"' EXIT
+
+# expect STATUS PATTERN_ON_STDOUT PATTERN_ON_STDERR -- ARGS...   (an empty pattern is not checked)
+expect() {
+  local want=$1 out_re=$2 err_re=$3
+  shift 4
+  "$cli" "$@" >"$out" 2>"$err"
+  local got=$?
+  local ok=1
+  [[ $got -eq $want ]] || ok=0
+  [[ -z "$out_re" ]] || grep -Eq -- "$out_re" "$out" || ok=0
+  [[ -z "$err_re" ]] || grep -Eq -- "$err_re" "$err" || ok=0
+  if [[ $ok -eq 1 ]]; then
+    echo "ok    terminals-cli $*"
+  else
+    echo "FAIL  terminals-cli $*: exit $got (want $want)"
+    sed 's/^/      stdout: /' "$out"
+    sed 's/^/      stderr: /' "$err"
+    failures=$((failures + 1))
+  fi
+}
+
+v=${version//./\\.}
+expect 0 "^terminals-cli $v \(libterminals $v\)$" "" -- --version
+expect 0 "^terminals-cli $v \(libterminals $v\)$" "" -- -V
+expect 0 "^terminals-cli $v \(libterminals $v\)$" "" -- version
+expect 0 "^$v$" "" -- version --short
+expect 0 "\"libterminals\": \"$v\"" "" -- version --json
+expect 0 "^Commands:" "" -- --help
+expect 0 "^  version +Print the versions" "" -- -h
+expect 0 "^Usage: terminals-cli version" "" -- version --help
+expect 0 "^Usage: terminals-cli version" "" -- help version
+expect 0 "^Usage: terminals-cli help" "" -- help --help
+expect 0 "^Examples:" "" -- help help
+expect 2 "" "'frobnicate' is not a terminals-cli command" -- frobnicate
+expect 2 "" "Did you mean 'version'\?" -- versoin
+expect 2 "" "terminals-cli --help" -- frobnicate
+expect 2 "" "unknown option '--bogus'" -- --bogus
+expect 2 "" "no command given" --
+expect 2 "" "unexpected argument 'extra'" -- version extra
+expect 2 "" "terminals-cli version --help" -- version --short --json
+expect 2 "" "'nope' is not a terminals-cli command" -- help nope
+
+if [[ $failures -ne 0 ]]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all terminals-cli checks passed"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The package test: install the current build into a scratch prefix and use it the way an outside
+# project would.
+#   1. cmake --install <build> --prefix <work>/prefix
+#   2. tests/package/consumer with find_package(terminals CONFIG REQUIRED): configure, build, run
+#   3. the same main.cpp compiled by hand with `pkg-config --cflags --libs terminals`
+#   4. examples/ configured standalone against the prefix: build, run loop_timer
+#   5. the build tree as a package (terminals_DIR=<build>): configure, build, run the consumer
+#   6. the installed terminals-cli answers --version
+# Usage: run.sh BUILD_DIR WORK_DIR SOURCE_DIR   (env: CMAKE, CXX, BUILD_TYPE, SANITIZE)
+set -euo pipefail
+
+build=$1 work=$2 src=$3
+cmake=${CMAKE:-cmake}
+cxx=${CXX:-c++}
+build_type=${BUILD_TYPE:-Release}
+here="$src/tests/package"
+
+# A static library built with sanitizers needs them on the consumer's link line as well.
+flags=()
+cxxflags=""
+if [[ -n "${SANITIZE:-}" ]]; then
+  cxxflags="-fsanitize=$SANITIZE -fno-omit-frame-pointer"
+fi
+flags+=("-DCMAKE_CXX_COMPILER=$cxx" "-DCMAKE_BUILD_TYPE=$build_type" "-DCMAKE_CXX_FLAGS=$cxxflags"
+        "-DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON" "-DCMAKE_FIND_PACKAGE_NO_SYSTEM_PACKAGE_REGISTRY=ON")
+
+step() { printf '\n== %s\n' "$*"; }
+
+rm -rf "$work"
+mkdir -p "$work"
+prefix="$work/prefix"
+
+step "install $build into $prefix"
+"$cmake" --install "$build" --prefix "$prefix"
+
+step "find_package consumer"
+"$cmake" -S "$here/consumer" -B "$work/consumer" "${flags[@]}" "-DCMAKE_PREFIX_PATH=$prefix"
+found=$(sed -n 's/^terminals_DIR:PATH=//p' "$work/consumer/CMakeCache.txt")
+case "$found" in
+  "$prefix"/*) echo "terminals found in $found" ;;
+  *) echo "FAIL: find_package(terminals) found '$found', not the package in $prefix" >&2; exit 1 ;;
+esac
+"$cmake" --build "$work/consumer" -j2
+"$work/consumer/consumer"
+
+step "pkg-config consumer"
+pc=$(find "$prefix" -name terminals.pc -print -quit)
+[[ -n "$pc" ]] || { echo "FAIL: no terminals.pc under $prefix" >&2; exit 1; }
+export PKG_CONFIG_PATH="$(dirname "$pc")"
+pc_flags=$(pkg-config --cflags --libs terminals)
+echo "pkg-config --cflags --libs terminals: $pc_flags"
+# shellcheck disable=SC2086  # the flags are meant to split
+"$cxx" -std=c++20 $cxxflags "$here/consumer/main.cpp" -o "$work/consumer_pkgconfig" $pc_flags
+"$work/consumer_pkgconfig"
+
+step "examples/ standalone against the install"
+"$cmake" -S "$src/examples" -B "$work/examples" "${flags[@]}" "-DCMAKE_PREFIX_PATH=$prefix"
+"$cmake" --build "$work/examples" -j2
+"$work/examples/loop_timer"
+
+step "the build tree as a package"
+"$cmake" -S "$here/consumer" -B "$work/consumer-buildtree" "${flags[@]}" "-Dterminals_DIR=$build"
+"$cmake" --build "$work/consumer-buildtree" -j2
+"$work/consumer-buildtree/consumer"
+
+if [[ -e "$build/cli/terminals-cli" ]]; then
+  step "installed terminals-cli"
+  "$prefix/bin/terminals-cli" --version
+fi
+
+step "package test passed"
