@@ -181,6 +181,97 @@ int closed_port() {
   return ntohs(a.sin_port);
 }
 
+// ---------------------------------------------------------------------------------------------
+// HTTPS: a throwaway self-signed certificate and `openssl s_server -www` as a child process.
+
+bool have_openssl() { return std::system("command -v openssl >/dev/null 2>&1") == 0; }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A self-signed certificate for 127.0.0.1 (it is its own CA) and its key, in `dir`.
+bool make_cert(const test::TempDir& dir, const std::string& name) {
+  std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+                    " -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
+                    " -keyout " + dir.file(name + "-key.pem") + " -out " + dir.file(name + ".pem") +
+                    " >/dev/null 2>&1";
+  return std::system(cmd.c_str()) == 0;
+}
+
+class OpensslServer {
+ public:
+  /// Starts `openssl s_server -www` on a free 127.0.0.1 port; `extra` are more arguments.
+  bool start(const std::string& cert, const std::string& key, std::vector<std::string> extra = {}) {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      port_ = closed_port();  // free a moment ago; s_server exits if someone took it since
+      std::vector<std::string> args = {"openssl", "s_server", "-accept",
+                                       "127.0.0.1:" + std::to_string(port_), "-cert", cert,
+                                       "-key", key, "-www"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      if (spawn(args) && wait_for_accept()) return true;
+      stop();
+    }
+    return false;
+  }
+  int port() const { return port_; }
+  ~OpensslServer() { stop(); }
+
+ private:
+  bool spawn(const std::vector<std::string>& args) {
+    int fds[2];
+    if (::pipe(fds) != 0) return false;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    int rc = posix_spawnp(&pid_, "openssl", &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(fds[1]);
+    out_ = fds[0];
+    if (rc != 0) pid_ = -1;
+    return rc == 0;
+  }
+
+  // s_server prints "ACCEPT" once it listens; EOF means it gave up (port taken).
+  bool wait_for_accept() {
+    std::string seen;
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{out_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[512];
+      ssize_t n = ::read(out_, buf, sizeof(buf));
+      if (n <= 0) return false;
+      seen.append(buf, static_cast<std::size_t>(n));
+      if (seen.find("ACCEPT") != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  void stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+    if (out_ >= 0) ::close(out_);
+    out_ = -1;
+  }
+
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int port_ = 0;
+};
+
 }  // namespace
 
 TEST_SUITE("integration") {
@@ -678,7 +769,7 @@ TEST_CASE("curl: a stream without a body still gets its head, before done") {
   CHECK(order == std::vector<std::string>{"head 204", "done 204"});
 }
 
-TEST_CASE("curl: transfers keep an owned loop running; an idle multi pins no loop") {
+TEST_CASE("curl: transfers keep an owned loop running, an idle multi pins no loop") {
   // A listening POSIX socket that never accepts: the kernel completes the handshake and
   // queues the request, so only the transfer's timeout ends it.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -724,6 +815,98 @@ TEST_CASE("curl: transfers keep an owned loop running; an idle multi pins no loo
     CHECK(uv_loop_close(&host) == 0);
   }
   ::close(fd);
+}
+
+TEST_CASE("curl: HTTPS against a self-signed server with its certificate as the CA") {
+  if (!have_openssl()) {
+    MESSAGE("SKIPPED: the openssl CLI is not installed; HTTPS is not tested");
+    return;
+  }
+  test::TempDir dir;
+  REQUIRE(make_cert(dir, "server"));
+  OpensslServer server;
+  REQUIRE(server.start(dir.file("server.pem"), dir.file("server-key.pem")));
+  test::LoopFixture f;
+  auto multi = make_multi(*f.loop);
+  const std::string url = "https://127.0.0.1:" + std::to_string(server.port()) + "/";
+
+  Outcome ca_file, ca_pem, no_ca, no_verify;
+  CurlRequest a = get(url);
+  a.ca_file = dir.file("server.pem");
+  auto h1 = multi->perform(std::move(a), ca_file.callback());
+  CHECK(test::run_until(*f.loop, [&] { return ca_file.calls == 1; }));
+  CurlRequest b = get(url);
+  b.ca_pem = read_file(dir.file("server.pem"));
+  auto h2 = multi->perform(std::move(b), ca_pem.callback());
+  CHECK(test::run_until(*f.loop, [&] { return ca_pem.calls == 1; }));
+  // Verification on, only the system's CAs: the self-signed certificate is refused.
+  auto h3 = multi->perform(get(url), no_ca.callback());
+  CHECK(test::run_until(*f.loop, [&] { return no_ca.calls == 1; }));
+  CurlRequest d = get(url);
+  d.verify_peer = false;
+  auto h4 = multi->perform(std::move(d), no_verify.callback());
+  CHECK(test::run_until(*f.loop, [&] { return no_verify.calls == 1; }));
+
+  for (auto* o : {&ca_file, &ca_pem, &no_verify}) {
+    REQUIRE(o->result);
+    if (!o->ok()) MESSAGE(o->result->error().to_string());
+    REQUIRE(o->ok());
+    CHECK(o->response().status == 200);
+    CHECK(o->response().body.find("<HTML>") != std::string::npos);
+  }
+  REQUIRE(no_ca.result);
+  REQUIRE_FALSE(no_ca.ok());
+  MESSAGE(no_ca.result->error().to_string());
+  CHECK(no_ca.code() == Errc::PolicyDenied);
+  CHECK(no_ca.result->error().message.find("certificate") != std::string::npos);
+  multi.reset();
+  f.check_no_leaks();
+}
+
+TEST_CASE("curl: HTTPS client certificates (files and PEM) for a server that demands one") {
+  if (!have_openssl()) {
+    MESSAGE("SKIPPED: the openssl CLI is not installed; HTTPS is not tested");
+    return;
+  }
+  test::TempDir dir;
+  REQUIRE(make_cert(dir, "server"));
+  REQUIRE(make_cert(dir, "client"));
+  OpensslServer server;
+  // -Verify: a client certificate signed by client.pem (itself) is required.
+  REQUIRE(server.start(dir.file("server.pem"), dir.file("server-key.pem"),
+                       {"-Verify", "1", "-CAfile", dir.file("client.pem")}));
+  test::LoopFixture f;
+  auto multi = make_multi(*f.loop);
+  const std::string url = "https://127.0.0.1:" + std::to_string(server.port()) + "/";
+  Outcome files, pem, without;
+  CurlRequest a = get(url);
+  a.ca_file = dir.file("server.pem");
+  a.client_cert_file = dir.file("client.pem");
+  a.client_key_file = dir.file("client-key.pem");
+  auto h1 = multi->perform(std::move(a), files.callback());
+  CHECK(test::run_until(*f.loop, [&] { return files.calls == 1; }));
+  CurlRequest b = get(url);
+  b.ca_file = dir.file("server.pem");
+  b.client_cert_pem = read_file(dir.file("client.pem"));
+  b.client_key_pem = read_file(dir.file("client-key.pem"));
+  auto h2 = multi->perform(std::move(b), pem.callback());
+  CHECK(test::run_until(*f.loop, [&] { return pem.calls == 1; }));
+  CurlRequest c = get(url);
+  c.ca_file = dir.file("server.pem");
+  c.timeout = 5s;
+  auto h3 = multi->perform(std::move(c), without.callback());
+  CHECK(test::run_until(*f.loop, [&] { return without.calls == 1; }));
+  for (auto* o : {&files, &pem}) {
+    REQUIRE(o->result);
+    if (!o->ok()) MESSAGE(o->result->error().to_string());
+    REQUIRE(o->ok());
+    CHECK(o->response().status == 200);
+  }
+  REQUIRE(without.result);
+  CHECK_FALSE(without.ok());
+  if (!without.ok()) MESSAGE(without.result->error().to_string());
+  multi.reset();
+  f.check_no_leaks();
 }
 
 }  // TEST_SUITE

@@ -144,7 +144,8 @@ class CurlMulti {
   /// as perform() except that no size limit applies. `handlers.done` is required.
   TransferHandle stream(CurlRequest request, CurlStreamHandlers handlers);
 
-  /// Transfers started and not yet finished or cancelled.
+  /// Transfers started and not yet finished or cancelled (one cancelled from inside on_data
+  /// is let go, and stops counting, in the next iteration).
   std::size_t active_transfers() const noexcept { return transfers_.size(); }
   Loop& loop() const noexcept { return loop_; }
 

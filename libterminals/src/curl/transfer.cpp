@@ -100,7 +100,13 @@ Status Transfer::setup() {
     set(CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(r.connect_timeout.count()));
   }
   if (!r.unix_socket_path.empty()) set(CURLOPT_UNIX_SOCKET_PATH, r.unix_socket_path.c_str());
-  if (!streaming_) {
+  if (streaming_) {
+    // pause() must push back on the server. Over HTTP/2 libcurl keeps receiving a paused
+    // stream into memory (curl issue #4939) and unpausing has stalled (curl PR #16960); over
+    // HTTP/1.1 a paused transfer stops reading its own socket. One connection per stream is
+    // fine for the control plane's few watches.
+    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+  } else {
     // Refuses early when Content-Length announces too much; on_write enforces it otherwise.
     set(CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(r.max_response_bytes));
   }
