@@ -1,0 +1,555 @@
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/files.hpp"
+#include "agent/files_internal.hpp"
+#include "support/loop_runner.hpp"
+
+using namespace terminals;
+using namespace terminals::detail;
+namespace fs = std::filesystem;
+
+namespace {
+
+void put(const std::string& path, std::string_view data) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  REQUIRE(out.good());
+}
+
+std::string get(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng() & 0xFF);
+  return s;
+}
+
+FileContext context_for(const test::TempDir& dir, std::string cwd = {}) {
+  FileContext ctx;
+  ctx.home = dir.path();
+  ctx.cwd = std::move(cwd);
+  return ctx;
+}
+
+template <class T>
+void check_error(const Result<T>& r, int status, const std::string& detail) {
+  REQUIRE_FALSE(r);
+  CHECK(http_status(r.error()) == status);
+  CHECK(r.error().message == detail);
+}
+
+template <class T>
+int status_of(const Result<T>& r) {
+  return r ? 200 : http_status(r.error());
+}
+
+// Names in a directory other than the ones listed (temporary files left behind, for example).
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+
+TEST_CASE("files: paths resolve against cwd or home and normalise lexically") {
+  FileContext ctx;
+  ctx.home = "/home/u";
+  ctx.cwd = "/home/u/proj";
+  CHECK(resolve_path(ctx, "a/b", PathBase::Cwd).value() == "/home/u/proj/a/b");
+  CHECK(resolve_path(ctx, "a/b", PathBase::Home).value() == "/home/u/a/b");
+  CHECK(resolve_path(ctx, "../x", PathBase::Cwd).value() == "/home/u/x");
+  CHECK(resolve_path(ctx, "", PathBase::Cwd).value() == "/home/u/proj");
+  CHECK(resolve_path(ctx, ".", PathBase::Home).value() == "/home/u");
+  CHECK(resolve_path(ctx, "/etc/../var//log/./x/", PathBase::Cwd).value() == "/var/log/x");
+  CHECK(resolve_path(ctx, "/../../..", PathBase::Cwd).value() == "/");
+  CHECK(resolve_path(ctx, "../../../../..", PathBase::Home).value() == "/");
+  ctx.cwd.clear();
+  CHECK(resolve_path(ctx, "a", PathBase::Cwd).value() == "/home/u/a");
+  check_error(resolve_path(ctx, std::string("a\0b", 3), PathBase::Cwd), 400,
+              "Path contains a NUL byte");
+  CHECK(normalize_path("a/./b/../../..") == "..");
+  CHECK(normalize_path("") == ".");
+}
+
+TEST_CASE("files: error texts follow Python's formats") {
+  using files::os_error_text;
+  using files::py_repr;
+  CHECK(py_repr("abc") == "'abc'");
+  CHECK(py_repr("it's") == "\"it's\"");
+  CHECK(py_repr("a'b\"c") == "'a\\'b\"c'");
+  CHECK(py_repr("tab\there\nnl\\") == "'tab\\there\\nnl\\\\'");
+  CHECK(py_repr("\x01\x7f") == "'\\x01\\x7f'");
+  CHECK(py_repr("caf\xC3\xA9 \xE2\x80\xA8") == "'caf\xC3\xA9 \\u2028'");
+  CHECK(os_error_text(ENOENT, "/x") == "[Errno 2] No such file or directory: '/x'");
+  CHECK(os_error_text(EXDEV, "/a", "/b") == "[Errno 18] Invalid cross-device link: '/a' -> '/b'");
+  CHECK(http_status(file_error(422, "x")) == 422);
+  CHECK(file_error(404, "x").code == Errc::NotFound);
+  CHECK(file_error(409, "x").code == Errc::AlreadyExists);
+  CHECK(file_error(413, "x").code == Errc::LimitExceeded);
+  CHECK(http_status(Error(Errc::NotFound, "plain")) == 404);
+  CHECK(guess_mime_type("/a/B.PNG") == "image/png");
+  CHECK(guess_mime_type("x.tar.gz") == "application/gzip");
+  CHECK(guess_mime_type(".bashrc") == "application/octet-stream");
+  CHECK(guess_mime_type("noext") == "application/octet-stream");
+  CHECK(guess_mime_type("a.svg") == "image/svg+xml");
+}
+
+TEST_CASE("files: UTF-8 validation and splitlines match Python") {
+  using files::is_valid_utf8;
+  CHECK(is_valid_utf8("plain ascii"));
+  CHECK(is_valid_utf8("\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80"));
+  CHECK_FALSE(is_valid_utf8("\xC0\xAF"));          // overlong
+  CHECK_FALSE(is_valid_utf8("\xE0\x80\xAF"));      // overlong
+  CHECK_FALSE(is_valid_utf8("\xED\xA0\x80"));      // surrogate
+  CHECK_FALSE(is_valid_utf8("\xF4\x90\x80\x80"));  // above U+10FFFF
+  CHECK_FALSE(is_valid_utf8("\xE2\x82"));          // truncated
+  CHECK_FALSE(is_valid_utf8("\x80"));
+  CHECK_FALSE(is_valid_utf8("\xFF"));
+
+  std::string text = "a\nb\r\nc\rd\ve\ff\x1cg\x1dh\x1ei\xC2\x85j\xE2\x80\xA8k\xE2\x80\xA9l";
+  auto lines = files::split_lines_keepends(text);
+  std::vector<std::string> got(lines.begin(), lines.end());
+  std::vector<std::string> want = {"a\n", "b\r\n", "c\r", "d\v", "e\f", "f\x1c", "g\x1d",
+                                   "h\x1e", "i\xC2\x85", "j\xE2\x80\xA8", "k\xE2\x80\xA9", "l"};
+  CHECK(got == want);
+  CHECK(files::split_lines_keepends("").empty());
+  CHECK(files::split_lines_keepends("x\n").size() == 1);
+  CHECK(files::split_lines_keepends("\n\n").size() == 2);
+  CHECK(files::utf8_prefix("\xC3\xA9t\xC3\xA9", 2) == "\xC3\xA9t");
+}
+
+TEST_CASE("files: list_files sorts, types, sizes and skips what stat refuses") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+  put(dir.file("b.txt"), "12345");
+  put(dir.file("a/inner"), "");
+  fs::create_directory(dir.file("c"));
+  fs::create_symlink(dir.file("nowhere"), dir.file("dangling"));
+  fs::create_directory_symlink(dir.file("c"), dir.file("linkdir"));
+
+  auto r = list_files(ctx, ".");
+  REQUIRE(r);
+  CHECK(r->dir == dir.path());
+  REQUIRE(r->entries.size() == 4);
+  CHECK(r->entries[0].name == "a");
+  CHECK(r->entries[0].type == "directory");
+  CHECK(r->entries[1].name == "b.txt");
+  CHECK(r->entries[1].type == "file");
+  CHECK(r->entries[1].size == 5);
+  CHECK(r->entries[1].modified > 1e9);
+  CHECK(r->entries[2].name == "c");
+  CHECK(r->entries[3].name == "linkdir");
+  CHECK(r->entries[3].type == "directory");
+
+  // Relative to the session cwd.
+  auto sub = context_for(dir, dir.file("a"));
+  auto r2 = list_files(sub, "");
+  REQUIRE(r2);
+  CHECK(r2->dir == dir.file("a"));
+  CHECK(r2->entries.size() == 1);
+
+  check_error(list_files(ctx, "missing"), 404, "Directory not found");
+  check_error(list_files(ctx, "b.txt"), 404, "Directory not found");
+}
+
+TEST_CASE("files: read_file text with UTF-8 line ranges") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+  put(dir.file("t.txt"), "one\ntw\xC3\xB6\r\nthree\rfour\xE2\x80\xA8" "five");
+
+  auto all = read_file(ctx, "t.txt");
+  REQUIRE(all);
+  CHECK(all->kind == ReadResult::Kind::Text);
+  CHECK(all->path == dir.file("t.txt"));
+  CHECK(all->total_lines == 5);
+  CHECK(all->content == get(dir.file("t.txt")));  // CRLF and CR kept verbatim
+
+  auto mid = read_file(ctx, "t.txt", 2, 3);
+  REQUIRE(mid);
+  CHECK(mid->content == "tw\xC3\xB6\r\nthree\r");
+  CHECK(mid->total_lines == 5);
+  CHECK(read_file(ctx, "t.txt", 4).value().content == "four\xE2\x80\xA8" "five");
+  CHECK(read_file(ctx, "t.txt", std::nullopt, 1).value().content == "one\n");
+  CHECK(read_file(ctx, "t.txt", 9).value().content.empty());
+  CHECK(read_file(ctx, "t.txt", 3, 2).value().content.empty());
+  CHECK(read_file(ctx, "t.txt", 5, 99).value().content == "five");
+
+  check_error(read_file(ctx, "t.txt", 0), 422, "start_line: Input should be greater than or equal to 1");
+  check_error(read_file(ctx, "t.txt", 1, -3), 422, "end_line: Input should be greater than or equal to 1");
+  check_error(read_file(ctx, "nope.txt"), 404, "File not found");
+  check_error(read_file(ctx, "."), 404, "File not found");
+
+  put(dir.file("empty"), "");
+  auto empty = read_file(ctx, "empty");
+  REQUIRE(empty);
+  CHECK(empty->total_lines == 0);
+  CHECK(empty->content.empty());
+
+  // A FIFO must not block the reader.
+  REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+  check_error(read_file(ctx, "fifo"), 404, "File not found");
+
+  // Relative to the session cwd.
+  put(dir.file("sub/x.md"), "# hi\n");
+  auto sub = context_for(dir, dir.file("sub"));
+  CHECK(read_file(sub, "x.md").value().content == "# hi\n");
+}
+
+TEST_CASE("files: read_file binary: images as bytes, other types 415, size cap 413") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+  std::string png = "\x89PNG\r\n\x1a\n" + random_bytes(3 << 20, 1);
+  put(dir.file("pic.png"), png);
+  auto img = read_file(ctx, "pic.png");
+  REQUIRE(img);
+  CHECK(img->kind == ReadResult::Kind::Binary);
+  CHECK(img->content_type == "image/png");
+  CHECK(img->content == png);
+
+  std::string blob = random_bytes(1000, 2);
+  blob[0] = '\xFF';
+  put(dir.file("data.bin"), blob);
+  check_error(read_file(ctx, "data.bin"), 415,
+              "Unsupported binary file type: application/octet-stream (1000 bytes)");
+  put(dir.file("doc.pdf"), "%PDF-1.4\n\xE2\xE3\xCF\xD3\n");
+  check_error(read_file(ctx, "doc.pdf"), 415, "Unsupported binary file type: application/pdf (14 bytes)");
+  put(dir.file("latin1.txt"), "caf\xE9");
+  check_error(read_file(ctx, "latin1.txt"), 415, "Unsupported binary file type: text/plain (4 bytes)");
+  // A valid-UTF-8 PNG name is still text: decoding decides first, like the reference.
+  put(dir.file("fake.png"), "not really");
+  CHECK(read_file(ctx, "fake.png").value().kind == ReadResult::Kind::Text);
+
+  ctx.options.binary_mime_prefixes = {"image", "application/pdf"};
+  CHECK(read_file(ctx, "doc.pdf").value().content_type == "application/pdf");
+
+  ctx.options.max_read_bytes = 1024;
+  check_error(read_file(ctx, "pic.png"), 413,
+              "File too large: " + std::to_string(png.size()) + " bytes (limit 1024 bytes)");
+}
+
+TEST_CASE("files: display, view and serve") {
+  test::TempDir dir;
+  auto ctx = context_for(dir, dir.file("sub"));
+  put(dir.file("sub/a.html"), "<p>");
+  put(dir.file("top.css"), "p{}");
+
+  auto d = display_file(ctx, "a.html");  // relative to the session cwd
+  REQUIRE(d);
+  CHECK(d->path == dir.file("sub/a.html"));
+  CHECK(d->exists);
+  auto missing = display_file(ctx, "zzz");
+  REQUIRE(missing);
+  CHECK_FALSE(missing->exists);
+
+  auto v = view_file(ctx, "top.css");  // relative to home, not the session cwd
+  REQUIRE(v);
+  CHECK(v->path == dir.file("top.css"));
+  CHECK(v->size == 3);
+  CHECK(v->content_type == "text/css");
+  check_error(view_file(ctx, "a.html"), 404, "File not found");
+  check_error(view_file(ctx, "sub"), 404, "File not found");
+
+  auto s = serve_file(ctx, dir.file("sub/a.html").substr(1));
+  REQUIRE(s);
+  CHECK(s->path == dir.file("sub/a.html"));
+  CHECK(s->content_type == "text/html");
+  check_error(serve_file(ctx, "no/such/file"), 404, "File not found");
+}
+
+TEST_CASE("files: write_file creates parents, keeps modes, writes through links") {
+  test::TempDir dir;
+  auto ctx = context_for(dir, dir.file("cwd"));
+  fs::create_directory(dir.file("cwd"));
+
+  auto w = write_file(ctx, "deep/er/new.txt", "h\xC3\xA9llo");
+  REQUIRE(w);
+  CHECK(w->path == dir.file("cwd/deep/er/new.txt"));
+  CHECK(w->size == 6);
+  CHECK(get(w->path) == "h\xC3\xA9llo");
+
+  // Overwrite keeps the permission bits; no temporary file is left behind.
+  put(dir.file("cwd/run.sh"), "old");
+  ::chmod(dir.file("cwd/run.sh").c_str(), 0751);
+  REQUIRE(write_file(ctx, "run.sh", "echo new"));
+  CHECK(get(dir.file("cwd/run.sh")) == "echo new");
+  struct stat st {};
+  REQUIRE(::stat(dir.file("cwd/run.sh").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0751);
+  CHECK(names_in(dir.file("cwd")) == std::vector<std::string>{"deep", "run.sh"});
+
+  // A symlink is written through, and stays a symlink.
+  put(dir.file("real.txt"), "before");
+  fs::create_symlink(dir.file("real.txt"), dir.file("cwd/link.txt"));
+  REQUIRE(write_file(ctx, "link.txt", "after"));
+  CHECK(fs::is_symlink(dir.file("cwd/link.txt")));
+  CHECK(get(dir.file("real.txt")) == "after");
+
+  check_error(write_file(ctx, "deep", "x"), 400,
+              "[Errno 21] Is a directory: '" + dir.file("cwd/deep") + "'");
+  check_error(write_file(ctx, "run.sh/child", "x"), 400,
+              "[Errno 17] File exists: '" + dir.file("cwd/run.sh") + "'");
+  if (::geteuid() != 0) {
+    ::chmod(dir.file("cwd/run.sh").c_str(), 0444);
+    check_error(write_file(ctx, "run.sh", "x"), 400,
+                "[Errno 13] Permission denied: '" + dir.file("cwd/run.sh") + "'");
+    CHECK(get(dir.file("cwd/run.sh")) == "echo new");
+  } else {
+    MESSAGE("running as root: the read-only-file case is skipped");
+  }
+}
+
+TEST_CASE("files: replace_file_content edge cases") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+  const std::string path = dir.file("code.py");
+  const std::string original = "x = 1\ny = 1\nz = 1\nx = 1\n";
+  put(path, original);
+  ::chmod(path.c_str(), 0640);
+
+  // One occurrence, replaced.
+  auto r = replace_file_content(ctx, "code.py", {{"y = 1", "y = 2"}});
+  REQUIRE(r);
+  CHECK(r->path == path);
+  CHECK(get(path) == "x = 1\ny = 2\nz = 1\nx = 1\n");
+  CHECK(r->size == get(path).size());
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0640);
+
+  // Several occurrences without allow_multiple: refused, nothing written.
+  put(path, original);
+  check_error(replace_file_content(ctx, "code.py", {{"= 1", "= 9"}}), 400,
+              "Found 4 occurrences of target string but allow_multiple is false");
+  CHECK(get(path) == original);
+
+  Replacement all{"= 1", "= 9"};
+  all.allow_multiple = true;
+  REQUIRE(replace_file_content(ctx, "code.py", {all}));
+  CHECK(get(path) == "x = 9\ny = 9\nz = 9\nx = 9\n");
+
+  // A line range limits the search region (the second "x = 1" only).
+  put(path, original);
+  Replacement ranged{"x = 1", "x = 3"};
+  ranged.start_line = 2;
+  REQUIRE(replace_file_content(ctx, "code.py", {ranged}));
+  CHECK(get(path) == "x = 1\ny = 1\nz = 1\nx = 3\n");
+  Replacement head{"= 1", "= 0"};
+  head.end_line = 1;
+  REQUIRE(replace_file_content(ctx, "code.py", {head}));
+  CHECK(get(path) == "x = 0\ny = 1\nz = 1\nx = 3\n");
+  Replacement outside{"y = 1", "nope"};
+  outside.start_line = 3;
+  outside.end_line = 4;
+  check_error(replace_file_content(ctx, "code.py", {outside}), 400,
+              "Target string not found: 'y = 1'");
+  Replacement past{"x", "y"};
+  past.start_line = 50;
+  check_error(replace_file_content(ctx, "code.py", {past}), 400, "Target string not found: 'x'");
+
+  // Replacements run in order; a later failure discards the earlier ones.
+  put(path, original);
+  check_error(replace_file_content(ctx, "code.py", {{"y = 1", "y = 5"}, {"y = 1", "again"}}), 400,
+              "Target string not found: 'y = 1'");
+  CHECK(get(path) == original);
+  REQUIRE(replace_file_content(ctx, "code.py", {{"y = 1", "w = 1"}, {"w = 1", "w = 2"}}));
+  CHECK(get(path) == "x = 1\nw = 2\nz = 1\nx = 1\n");
+  CHECK(names_in(dir.path()) == std::vector<std::string>{"code.py"});
+
+  // The message quotes the first 100 characters, Python-repr style.
+  std::string long_target(150, 'q');
+  check_error(replace_file_content(ctx, "code.py", {{long_target, ""}}), 400,
+              "Target string not found: '" + std::string(100, 'q') + "'");
+  check_error(replace_file_content(ctx, "code.py", {{"it's\n", ""}}), 400,
+              "Target string not found: \"it's\\n\"");
+
+  check_error(replace_file_content(ctx, "code.py", {{"", "x"}}), 400,
+              "Target string must not be empty");
+  Replacement zero{"x", "y"};
+  zero.start_line = 0;
+  check_error(replace_file_content(ctx, "code.py", {{"x", "y"}, zero}), 422,
+              "replacements.1.start_line: Input should be greater than or equal to 1");
+  check_error(replace_file_content(ctx, "missing.py", {{"a", "b"}}), 404, "File not found");
+  put(dir.file("bin.dat"), "\xFF\xFE");
+  check_error(replace_file_content(ctx, "bin.dat", {{"a", "b"}}), 400,
+              "File is not valid UTF-8 text");
+
+  // Multi-byte text and CRLF survive untouched around the edit.
+  put(path, "\xC3\xA9t\xC3\xA9\r\nsecond\r\n");
+  REQUIRE(replace_file_content(ctx, "code.py", {{"t\xC3\xA9", "T"}}));
+  CHECK(get(path) == "\xC3\xA9T\r\nsecond\r\n");
+}
+
+TEST_CASE("files: mkdir_p and delete_path") {
+  test::TempDir dir;
+  auto ctx = context_for(dir, dir.file("elsewhere"));
+  auto m = mkdir_p(ctx, "a/b/c");  // relative to home
+  REQUIRE(m);
+  CHECK(m->path == dir.file("a/b/c"));
+  CHECK(fs::is_directory(dir.file("a/b/c")));
+  CHECK(mkdir_p(ctx, "a/b/c"));  // exists: fine
+  put(dir.file("f"), "x");
+  check_error(mkdir_p(ctx, "f"), 400, "[Errno 17] File exists: '" + dir.file("f") + "'");
+  check_error(mkdir_p(ctx, "f/g"), 400, "[Errno 20] Not a directory: '" + dir.file("f/g") + "'");
+
+  put(dir.file("a/b/c/file.txt"), "1");
+  fs::create_symlink(dir.file("f"), dir.file("a/b/link"));
+  // A symlink to a directory is removed itself; the target survives.
+  fs::create_directory(dir.file("keep"));
+  put(dir.file("keep/precious"), "p");
+  fs::create_directory_symlink(dir.file("keep"), dir.file("keeplink"));
+  auto dl = delete_path(ctx, "keeplink");
+  REQUIRE(dl);
+  CHECK(dl->type == "file");
+  CHECK(fs::exists(dir.file("keep/precious")));
+
+  auto dd = delete_path(ctx, "a");
+  REQUIRE(dd);
+  CHECK(dd->path == dir.file("a"));
+  CHECK(dd->type == "directory");
+  CHECK_FALSE(fs::exists(dir.file("a")));
+  CHECK(fs::exists(dir.file("f")));  // the link inside was not followed
+
+  auto df = delete_path(ctx, "f");
+  REQUIRE(df);
+  CHECK(df->type == "file");
+  fs::create_symlink(dir.file("gone"), dir.file("dangling"));
+  CHECK(delete_path(ctx, "dangling"));
+  check_error(delete_path(ctx, "f"), 404, "Path not found");
+  check_error(delete_path(ctx, "/"), 400, "Refusing to delete /");
+}
+
+TEST_CASE("files: move_path conflicts and errors") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+  put(dir.file("src.txt"), "s");
+  put(dir.file("other.txt"), "o");
+  fs::create_directory(dir.file("d"));
+  put(dir.file("tree/x/y"), "deep");
+
+  auto m = move_path(ctx, "src.txt", "d/moved.txt");
+  REQUIRE(m);
+  CHECK(m->source == dir.file("src.txt"));
+  CHECK(m->destination == dir.file("d/moved.txt"));
+  CHECK(get(dir.file("d/moved.txt")) == "s");
+  CHECK_FALSE(fs::exists(dir.file("src.txt")));
+
+  REQUIRE(move_path(ctx, "tree", "d/tree2"));
+  CHECK(get(dir.file("d/tree2/x/y")) == "deep");
+
+  check_error(move_path(ctx, "src.txt", "x"), 404, "Source path not found");
+  check_error(move_path(ctx, "other.txt", "nodir/x"), 400, "Destination parent directory not found");
+  check_error(move_path(ctx, "other.txt", "d/moved.txt"), 409, "Destination already exists");
+  check_error(move_path(ctx, "other.txt", "other.txt"), 409, "Destination already exists");
+  CHECK(get(dir.file("d/moved.txt")) == "s");
+  CHECK(status_of(move_path(ctx, "d", "d/inside")) == 400);  // into itself
+}
+
+TEST_CASE("files: session cwd store has a sliding TTL, a cap and is thread-safe") {
+  auto now = SessionCwdStore::Clock::time_point{};
+  SessionCwdStore::Limits limits;
+  limits.ttl = std::chrono::seconds(100);
+  limits.max_entries = 3;
+  SessionCwdStore store(limits, [&] { return now; });
+
+  CHECK_FALSE(store.get("a"));
+  store.set("", "/ignored");
+  CHECK(store.size() == 0);
+  store.set("a", "/a");
+  now += std::chrono::seconds(80);
+  CHECK(store.get("a").value() == "/a");  // refreshes
+  now += std::chrono::seconds(80);
+  CHECK(store.get("a").value() == "/a");  // 160 s after set, but only 80 s idle
+  now += std::chrono::seconds(101);
+  CHECK_FALSE(store.get("a"));
+  CHECK(store.size() == 0);
+
+  store.set("1", "/1");
+  store.set("2", "/2");
+  store.set("3", "/3");
+  CHECK(store.get("1"));  // 1 becomes most recent; 2 is now the oldest
+  store.set("4", "/4");
+  CHECK(store.size() == 3);
+  CHECK_FALSE(store.get("2"));
+  CHECK(store.get("1"));
+  store.set("1", "/one");
+  CHECK(store.get("1").value() == "/one");
+
+  SessionCwdStore shared;
+  std::vector<std::thread> threads;
+  std::atomic<int> hits{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        std::string id = "s" + std::to_string((i + t) % 50);
+        shared.set(id, "/" + id);
+        if (auto v = shared.get(id); v && *v == "/" + id) ++hits;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(hits.load() == 8000);
+  CHECK(shared.size() == 50);
+}
+
+TEST_CASE("files: get_cwd and set_cwd") {
+  test::TempDir dir;
+  fs::create_directory(dir.file("proj"));
+  SessionCwdStore store;
+
+  auto ctx = make_file_context(store, dir.path(), "chat-1");
+  auto info = get_cwd(ctx);
+  CHECK(info.cwd == dir.path());
+  CHECK(info.home == dir.path());
+  REQUIRE(info.root);
+  CHECK(info.root->path == dir.path());
+  CHECK(info.root->label == "Home");
+
+  auto set = set_cwd(store, ctx, "chat-1", "proj");
+  REQUIRE(set);
+  CHECK(set->path == dir.file("proj"));
+  auto ctx2 = make_file_context(store, dir.path(), "chat-1");
+  CHECK(ctx2.cwd == dir.file("proj"));
+  CHECK(get_cwd(ctx2).cwd == dir.file("proj"));
+  // Relative paths now resolve in the session cwd; POST /files/cwd still resolves from home.
+  CHECK(resolve_path(ctx2, "x", PathBase::Cwd).value() == dir.file("proj/x"));
+  check_error(set_cwd(store, ctx2, "chat-1", "missing"), 404, "Directory not found");
+  CHECK(make_file_context(store, dir.path(), "chat-2").cwd.empty());
+  // Without a session id the path is checked but not stored.
+  CHECK(set_cwd(store, ctx2, "", "proj"));
+  CHECK(store.size() == 1);
+
+  ctx.options.file_browser_root = "filesystem";
+  CHECK_FALSE(get_cwd(ctx).root);
+  ctx.options.file_browser_root = " ~/proj ";
+  CHECK(get_cwd(ctx).root->path == dir.file("proj"));
+  CHECK(get_cwd(ctx).root->label == "proj");
+  ctx.options.file_browser_root = "{{home}}";
+  CHECK(get_cwd(ctx).root->label == "Home");
+  ctx.options.file_browser_root = "/";
+  CHECK(get_cwd(ctx).root->label == "/");
+}
+
+}  // TEST_SUITE
