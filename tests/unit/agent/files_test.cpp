@@ -14,6 +14,7 @@
 
 #include "agent/files.hpp"
 #include "agent/files_internal.hpp"
+#include "agent/files_regex.hpp"
 #include "support/loop_runner.hpp"
 
 using namespace terminals;
@@ -550,6 +551,317 @@ TEST_CASE("files: get_cwd and set_cwd") {
   CHECK(get_cwd(ctx).root->label == "Home");
   ctx.options.file_browser_root = "/";
   CHECK(get_cwd(ctx).root->label == "/");
+}
+
+}  // TEST_SUITE
+
+namespace {
+
+using files::LineRegex;
+using Outcome = LineRegex::Matcher::Outcome;
+
+auto far_future() { return std::chrono::steady_clock::now() + std::chrono::hours(1); }
+
+bool re_match(std::string_view pattern, std::string_view line, bool icase = false) {
+  auto re = LineRegex::compile(pattern, icase);
+  REQUIRE_MESSAGE(re, std::string(pattern));
+  LineRegex::Matcher m(*re);
+  return m.search(line, far_future()) == Outcome::Match;
+}
+
+std::string re_error(std::string_view pattern) {
+  auto re = LineRegex::compile(pattern, false);
+  if (re) return "(compiled)";
+  return re.error().message;
+}
+
+std::vector<std::string> grep_lines(const GrepResult& r, const std::string& root) {
+  std::vector<std::string> out;
+  for (auto& m : r.matches) {
+    out.push_back(m.file.substr(root.size() + 1) + ":" + std::to_string(m.line) + ":" + m.content);
+  }
+  return out;
+}
+
+std::vector<std::string> glob_paths(const GlobResult& r) {
+  std::vector<std::string> out;
+  for (auto& m : r.matches) out.push_back(m.path + (m.type == "directory" ? "/" : ""));
+  return out;
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+
+TEST_CASE("files: regex engine: Python syntax subset") {
+  CHECK(re_match("foo", "a foo b"));
+  CHECK_FALSE(re_match("foo", "a fo b"));
+  CHECK(re_match("^foo", "foo bar"));
+  CHECK_FALSE(re_match("^bar", "foo bar"));
+  CHECK(re_match("bar$", "foo bar"));
+  CHECK(re_match("\\Afoo.*bar\\Z", "foo and bar"));
+  CHECK(re_match("\\bword\\b", "a word here"));
+  CHECK_FALSE(re_match("\\bword\\b", "swordfish"));
+  CHECK(re_match("\\Bor\\B", "sword"));
+  CHECK(re_match("\\d{3}-\\d{4}", "call 555-1234 now"));
+  CHECK_FALSE(re_match("\\d{3}-\\d{4}", "call 55-1234 now"));
+  CHECK(re_match("^[a-z_][a-z0-9_]*\\s*=", "my_var2 = 3"));
+  CHECK(re_match("[^abc]", "abcd"));
+  CHECK_FALSE(re_match("^[^abc]+$", "abca"));
+  CHECK(re_match("(cat|dog)s?\\b", "hot dogs"));
+  CHECK(re_match("(?:ab){2,3}c", "xababcx"));
+  CHECK_FALSE(re_match("^(?:ab){2,3}c", "abc"));
+  CHECK(re_match("def .*?\\(", "def foo(x):"));
+  CHECK(re_match("a++b", "aaab"));  // possessive accepted
+  CHECK(re_match("x{,2}y", "y"));
+  CHECK(re_match("a{", "a{"));  // not a quantifier: literal
+  CHECK(re_match("(?P<name>\\w+)@", "me@example"));
+  CHECK(re_match("(?#comment)abc", "abc"));
+  CHECK(re_match("\\x41\\u00e9\\t", "A\xC3\xA9\t"));
+  CHECK(re_match("\\.\\*\\[", "a.*[b"));
+  CHECK(re_match("^.$", "\xC3\xA9"));  // one code point, two bytes
+  CHECK(re_match("^\\w+$", "caf\xC3\xA9_42"));
+  CHECK_FALSE(re_match("^\\w+$", "a\xE2\x80\x94" "b"));  // em dash
+  CHECK(re_match("\\s", "a\xC2\xA0" "b"));               // no-break space
+  CHECK_FALSE(re_match("(?a)\\s", "a\xC2\xA0" "b"));
+  CHECK(re_match("[\\d.]+", "3.14"));
+  CHECK(re_match("[]x]", "]"));
+  CHECK(re_match("[a-]", "-"));
+
+  // Case-insensitivity: flag, inline and scoped forms, beyond ASCII.
+  CHECK(re_match("hello", "HeLLo", true));
+  CHECK(re_match("(?i)hello", "HELLO"));
+  CHECK(re_match("(?i:h)ello", "Hello"));
+  CHECK_FALSE(re_match("(?i:h)ello", "HELLO"));
+  CHECK(re_match("(?i)caf\xC3\xA9", "CAF\xC3\x89"));
+  CHECK(re_match("[A-Z]+", "abc", true));
+  CHECK(re_match("\xD0\xBF\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82", "\xD0\x9F\xD0\xA0\xD0\x98\xD0\x92\xD0\x95\xD0\xA2", true));
+  CHECK(re_match("k", "\xE2\x84\xAA", true));  // Kelvin sign
+  CHECK(LineRegex::Matcher(LineRegex::literal("A.B", true)).search("xa.bx", far_future()) == Outcome::Match);
+  CHECK(LineRegex::Matcher(LineRegex::literal("A.B", true)).search("xaxbx", far_future()) == Outcome::NoMatch);
+
+  // Python-like errors.
+  CHECK(re_error("foo(") == "missing ), unterminated subpattern at position 3");
+  CHECK(re_error("a)") == "unbalanced parenthesis at position 1");
+  CHECK(re_error("*a") == "nothing to repeat at position 0");
+  CHECK(re_error("a**") == "multiple repeat at position 2");
+  CHECK(re_error("[abc") == "unterminated character set at position 0");
+  CHECK(re_error("\\q") == "bad escape \\q at position 0");
+  CHECK(re_error("[z-a]") == "bad character range at position 1");
+  CHECK(re_error("a{3,1}") == "min repeat greater than max repeat at position 1");
+  CHECK(re_error("(a)\\1") == "back-references are not supported at position 3");
+  CHECK(re_error("(?P=n)") == "back-references are not supported at position 0");
+  CHECK(re_error("a(?=b)") == "look-ahead is not supported at position 1");
+  CHECK(re_error("(?<!b)a") == "look-behind is not supported at position 0");
+  CHECK(re_error("(?x)a") == "verbose mode (?x) is not supported at position 2");
+  CHECK(re_error("a(?i)b") == "global flags not at the start of the expression at position 1");
+  CHECK(re_error("\\") == "bad escape (end of pattern) at position 0");
+  CHECK(re_error("(?:a{1000}){1000}").find("pattern too large") == 0);
+}
+
+TEST_CASE("files: regex engine is linear on hostile patterns and long lines") {
+  const std::string line(64 * 1024, 'a');
+  auto start = std::chrono::steady_clock::now();
+  for (const char* pattern : {"(a*)*b", "(a|aa)*c", ".*foo", "\\w+\\s*=\\s*\\d+;", "(a?){20}a{20}$x"}) {
+    auto re = LineRegex::compile(pattern, false);
+    REQUIRE(re);
+    LineRegex::Matcher m(*re);
+    CHECK_MESSAGE(m.search(line, far_future()) == Outcome::NoMatch, pattern);
+  }
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  CHECK(elapsed < std::chrono::seconds(10));
+  MESSAGE("5 hostile patterns over a 64 KiB line: "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms");
+
+  // A deadline that already passed stops a long search.
+  auto big = LineRegex::compile("(?:a?){200}b", false);
+  REQUIRE(big);
+  LineRegex::Matcher m(*big);
+  CHECK(m.search(line, std::chrono::steady_clock::now() - std::chrono::seconds(1)) == Outcome::Timeout);
+}
+
+TEST_CASE("files: fnmatch follows Python's fnmatchcase") {
+  CHECK(fnmatch_match("*.py", "a.py"));
+  CHECK_FALSE(fnmatch_match("*.py", "a.PY"));
+  CHECK(fnmatch_match("*", "a/b/c"));
+  CHECK(fnmatch_match("sub/*.py", "sub/deep/x.py"));
+  CHECK(fnmatch_match("?", "\xC3\xA9"));
+  CHECK(fnmatch_match("[abc]x", "bx"));
+  CHECK_FALSE(fnmatch_match("[!abc]x", "bx"));
+  CHECK(fnmatch_match("[!abc]x", "dx"));
+  CHECK(fnmatch_match("[]]", "]"));
+  CHECK(fnmatch_match("[a-c]*", "cat"));
+  CHECK(fnmatch_match("a[", "a["));
+  CHECK(fnmatch_match("a\\b", "a\\b"));
+  CHECK(fnmatch_match("*a*b*c", "xxaxxbxxc"));
+  CHECK_FALSE(fnmatch_match("*a*b*c", "xxaxxcxxb"));
+  CHECK(fnmatch_match("", ""));
+  CHECK_FALSE(fnmatch_match("", "a"));
+}
+
+TEST_CASE("files: grep_search regex, literal, case, include, limits and errors") {
+  test::TempDir dir;
+  const std::string root = dir.path();
+  put(dir.file("a.py"), "def foo():\n    return 1\n");
+  put(dir.file("b.txt"), "Foo bar\nfoo\n");
+  put(dir.file("sub/c.py"), "x = foo\r\ny\rfoo again");
+  put(dir.file("bin.dat"), "foo \xFF\xFE binary\n");
+  REQUIRE(::mkfifo(dir.file("sub/pipe").c_str(), 0600) == 0);
+  fs::create_directory_symlink(root, dir.file("sub/loop"));  // must not be followed
+  fs::create_symlink(dir.file("b.txt"), dir.file("sub/z-link.txt"));  // a symlinked file is read
+  auto ctx = context_for(dir);
+
+  GrepRequest req;
+  req.query = "foo";
+  auto r = grep_search(ctx, req);
+  REQUIRE(r);
+  CHECK(r->path == root);
+  CHECK(r->query == "foo");
+  CHECK_FALSE(r->truncated);
+  CHECK(grep_lines(*r, root) == std::vector<std::string>{
+                                    "a.py:1:def foo():", "b.txt:2:foo", "sub/c.py:1:x = foo",
+                                    "sub/c.py:3:foo again", "sub/z-link.txt:2:foo"});
+
+  req.case_insensitive = true;
+  CHECK(grep_search(ctx, req)->matches.size() == 7);
+
+  req.case_insensitive = false;
+  req.query = "foo()";
+  req.regex = false;  // literal: only the line that has the parentheses
+  CHECK(grep_lines(*grep_search(ctx, req), root) == std::vector<std::string>{"a.py:1:def foo():"});
+  req.regex = true;  // regex: an empty group
+  CHECK(grep_search(ctx, req)->matches.size() == 5);
+  req.query = "^foo$|^y$";
+  CHECK(grep_lines(*grep_search(ctx, req), root) ==
+        std::vector<std::string>{"b.txt:2:foo", "sub/c.py:2:y", "sub/z-link.txt:2:foo"});
+
+  req.query = "foo";
+  req.include = {"*.py"};
+  CHECK(grep_search(ctx, req)->matches.size() == 3);
+  req.include = {"*.txt", "nomatch"};
+  CHECK(grep_search(ctx, req)->matches.size() == 2);
+  req.include.clear();
+
+  req.match_per_line = false;
+  auto files_only = grep_search(ctx, req);
+  REQUIRE(files_only);
+  CHECK_FALSE(files_only->match_per_line);
+  REQUIRE(files_only->matches.size() == 4);
+  CHECK(files_only->matches[2].file == dir.file("sub/c.py"));
+  CHECK(files_only->matches[2].line == 0);
+  CHECK(files_only->matches[2].content.empty());
+  req.match_per_line = true;
+
+  req.max_results = 2;
+  auto limited = grep_search(ctx, req);
+  CHECK(limited->matches.size() == 2);
+  CHECK(limited->truncated);
+  req.max_results = 5;  // exactly as many as exist: not truncated
+  CHECK_FALSE(grep_search(ctx, req)->truncated);
+  req.max_results = 0;
+  check_error(grep_search(ctx, req), 422, "max_results: Input should be greater than or equal to 1");
+  req.max_results = 501;
+  check_error(grep_search(ctx, req), 422, "max_results: Input should be less than or equal to 500");
+  req.max_results = 50;
+
+  req.query = "foo(";
+  check_error(grep_search(ctx, req), 400, "Invalid regex: missing ), unterminated subpattern at position 3");
+  req.query = "foo";
+  req.path = "nowhere";
+  check_error(grep_search(ctx, req), 404, "Search path not found");
+
+  // A file path searches that file only; a relative path resolves in the session cwd.
+  auto sub = context_for(dir, dir.file("sub"));
+  req.path = "c.py";
+  req.include = {"*.txt"};  // ignored for a file named directly
+  CHECK(grep_search(sub, req)->matches.size() == 2);
+  req.include.clear();
+  req.path = ".";
+  CHECK(grep_search(sub, req)->path == dir.file("sub"));
+
+  // A line over the regex line limit is skipped by regexes, still found by literal search.
+  put(dir.file("long/min.js"), std::string(100, 'x') + "needle" + "\n");
+  ctx.options.grep_max_line_bytes = 50;
+  req.path = "long";
+  req.query = "need.e";
+  CHECK(grep_search(ctx, req)->matches.empty());
+  req.query = "needle";
+  CHECK(grep_search(ctx, req)->matches.size() == 1);
+
+  // Files over the size limit are skipped.
+  ctx.options.grep_max_file_bytes = 10;
+  CHECK(grep_search(ctx, req)->matches.empty());
+
+  // An exhausted time budget returns what was found, marked truncated and timed out.
+  ctx.options = FileOptions{};
+  ctx.options.search_time_budget = std::chrono::milliseconds(-1);
+  req.path = ".";
+  auto timed = grep_search(ctx, req);
+  REQUIRE(timed);
+  CHECK(timed->timed_out);
+  CHECK(timed->truncated);
+}
+
+TEST_CASE("files: glob_search patterns, types, excludes and symlinks") {
+  test::TempDir dir;
+  put(dir.file("a.py"), "12");
+  put(dir.file("b.txt"), "");
+  put(dir.file("sub/c.py"), "");
+  put(dir.file("sub/deep/d.py"), "");
+  fs::create_directory_symlink(dir.file("sub"), dir.file("link"));
+  fs::create_directory_symlink(dir.path(), dir.file("sub/loop"));
+  fs::create_symlink(dir.file("gone"), dir.file("dangling.py"));
+  auto ctx = context_for(dir);
+
+  GlobRequest req;
+  req.pattern = "*.py";
+  auto r = glob_search(ctx, req);
+  REQUIRE(r);
+  CHECK(r->path == dir.path());
+  CHECK(r->pattern == "*.py");
+  CHECK(glob_paths(*r) == std::vector<std::string>{"a.py", "sub/c.py", "sub/deep/d.py"});
+  CHECK(r->matches[0].size == 2);
+  CHECK(r->matches[0].type == "file");
+  CHECK(r->matches[0].modified > 1e9);
+  CHECK_FALSE(r->truncated);
+
+  req.pattern = "*";
+  req.type = "directory";
+  CHECK(glob_paths(*glob_search(ctx, req)) ==
+        std::vector<std::string>{"link/", "sub/", "sub/deep/", "sub/loop/"});
+  req.type = "file";
+  CHECK(glob_paths(*glob_search(ctx, req)) ==
+        std::vector<std::string>{"a.py", "b.txt", "sub/c.py", "sub/deep/d.py"});
+  req.type = "any";
+  req.exclude = {"deep", "*.txt", "loop"};
+  CHECK(glob_paths(*glob_search(ctx, req)) ==
+        std::vector<std::string>{"a.py", "link/", "sub/", "sub/c.py", "sub/deep/d.py"});
+  req.exclude.clear();
+
+  req.pattern = "sub/*.py";  // against the relative path; * crosses "/"
+  CHECK(glob_paths(*glob_search(ctx, req)) == std::vector<std::string>{"sub/c.py", "sub/deep/d.py"});
+
+  req.pattern = "*";
+  req.max_results = 2;
+  auto limited = glob_search(ctx, req);
+  CHECK(limited->matches.size() == 2);
+  CHECK(limited->truncated);
+  req.max_results = 50;
+
+  auto sub = context_for(dir, dir.file("sub"));
+  req.pattern = "*.py";
+  CHECK(glob_paths(*glob_search(sub, req)) == std::vector<std::string>{"c.py", "deep/d.py"});
+
+  req.type = "bogus";
+  CHECK(status_of(glob_search(ctx, req)) == 422);
+  req.type = "any";
+  req.max_results = 0;
+  CHECK(status_of(glob_search(ctx, req)) == 422);
+  req.max_results = 50;
+  req.path = "a.py";
+  check_error(glob_search(ctx, req), 404, "Search directory not found");
+  req.path = "missing";
+  check_error(glob_search(ctx, req), 404, "Search directory not found");
 }
 
 }  // TEST_SUITE
