@@ -99,7 +99,7 @@ struct DirEntry {
 };
 struct DirListing {
   std::string dir;
-  std::vector<DirEntry> entries;  ///< sorted by name (bytewise); entries stat() refuses are left out
+  std::vector<DirEntry> entries;  ///< sorted by name (bytewise); what stat() refuses is left out
 };
 /// GET /files/list. 404 "Directory not found".
 Result<DirListing> list_files(const FileContext& ctx, std::string_view directory);

@@ -105,7 +105,8 @@ std::string guess_mime_type(std::string_view path) {
       {"heic", "image/heic"}, {"heif", "image/heif"},
       {"pdf", "application/pdf"}, {"zip", "application/zip"}, {"gz", "application/gzip"},
       {"tgz", "application/gzip"}, {"tar", "application/x-tar"}, {"bz2", "application/x-bzip2"},
-      {"xz", "application/x-xz"}, {"zst", "application/zstd"}, {"7z", "application/x-7z-compressed"},
+      {"xz", "application/x-xz"}, {"zst", "application/zstd"},
+      {"7z", "application/x-7z-compressed"},
       {"rar", "application/vnd.rar"}, {"jar", "application/java-archive"},
       {"json", "application/json"}, {"jsonl", "application/jsonl"}, {"xml", "text/xml"},
       {"yaml", "application/yaml"}, {"yml", "application/yaml"}, {"toml", "application/toml"},
@@ -218,6 +219,21 @@ std::vector<std::string_view> split_lines_keepends(std::string_view text) {
   return lines;
 }
 
+char32_t next_code_point(std::string_view s, std::size_t& i) {
+  unsigned char c = static_cast<unsigned char>(s[i]);
+  int len = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+  if (len == 1 || i + static_cast<std::size_t>(len) > s.size()) {
+    ++i;
+    return c;
+  }
+  char32_t cp = c & (0x7F >> len);
+  for (int k = 1; k < len; ++k) {
+    cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]) & 0x3F);
+  }
+  i += static_cast<std::size_t>(len);
+  return cp;
+}
+
 std::string_view utf8_prefix(std::string_view s, std::size_t n) {
   std::size_t count = 0;
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -231,30 +247,12 @@ std::string_view utf8_prefix(std::string_view s, std::size_t n) {
 
 namespace {
 
-// Decodes one code point of (assumed valid) UTF-8; invalid bytes come back as themselves.
-char32_t decode_at(std::string_view s, std::size_t& i) {
-  auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = b(i);
-  if (c < 0x80) {
-    ++i;
-    return c;
-  }
-  int len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-  if (len == 1 || i + static_cast<std::size_t>(len) > s.size()) {
-    ++i;
-    return c;
-  }
-  char32_t cp = c & (0x7F >> len);
-  for (int k = 1; k < len; ++k) cp = (cp << 6) | (b(i + static_cast<std::size_t>(k)) & 0x3F);
-  i += static_cast<std::size_t>(len);
-  return cp;
-}
-
 // What Python's str.isprintable() refuses, roughly: controls, format characters, separators
 // other than the space, private use and a few noncharacters.
 bool py_printable(char32_t cp) {
   if (cp < 0x20 || (cp >= 0x7F && cp < 0xA1) || cp == 0xAD) return false;
-  if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F)) return false;
+  if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200F)) return false;
+  if (cp >= 0x2028 && cp <= 0x202F) return false;
   if ((cp >= 0x205F && cp <= 0x206F) || cp == 0x3000 || cp == 0xFEFF) return false;
   if (cp >= 0xD800 && cp <= 0xF8FF) return false;   // surrogates, private use
   if (cp >= 0xFFF9 && cp <= 0xFFFB) return false;   // interlinear annotation controls
@@ -272,7 +270,7 @@ std::string py_repr(std::string_view s) {
   std::string out(1, quote);
   char buf[16];
   for (std::size_t i = 0; i < s.size();) {
-    char32_t cp = decode_at(s, i);
+    char32_t cp = next_code_point(s, i);
     if (cp == '\\') {
       out += "\\\\";
     } else if (cp == static_cast<char32_t>(quote)) {

@@ -23,6 +23,10 @@ bool is_valid_utf8(std::string_view s);
 /// Python's str.splitlines(keepends=True) on valid UTF-8: each view keeps its terminator.
 std::vector<std::string_view> split_lines_keepends(std::string_view text);
 
+/// Decodes the code point at `i` and advances `i` past it. Meant for valid UTF-8; a stray or
+/// truncated byte comes back as itself, one byte long.
+char32_t next_code_point(std::string_view s, std::size_t& i);
+
 /// The first `n` code points of valid UTF-8.
 std::string_view utf8_prefix(std::string_view s, std::size_t n);
 

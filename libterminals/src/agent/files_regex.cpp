@@ -3,6 +3,8 @@
 
 #include "agent/files_regex.hpp"
 
+#include "agent/files_internal.hpp"
+
 #include <algorithm>
 #include <utility>
 
@@ -204,19 +206,8 @@ class Parser {
  public:
   Parser(std::string_view pattern, bool icase, LineRegex::Program& program)
       : program_(program) {
-    // Decode into code points with their byte offsets (Python reports character positions).
-    std::size_t i = 0;
-    while (i < pattern.size()) {
-      unsigned char b = static_cast<unsigned char>(pattern[i]);
-      int len = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
-      if (i + static_cast<std::size_t>(len) > pattern.size()) len = 1;
-      char32_t cp = len == 1 ? b : (b & (0x7F >> len));
-      for (int k = 1; k < len; ++k) {
-        cp = (cp << 6) | (static_cast<unsigned char>(pattern[i + static_cast<std::size_t>(k)]) & 0x3F);
-      }
-      cps_.push_back(cp);
-      i += static_cast<std::size_t>(len);
-    }
+    // Positions in messages count code points, as Python's do.
+    for (std::size_t i = 0; i < pattern.size();) cps_.push_back(next_code_point(pattern, i));
     flags_.icase = icase;
   }
 
@@ -260,6 +251,10 @@ class Parser {
     error_ = Error(Errc::InvalidArgument, what + " at position " + std::to_string(at));
     return error_;
   }
+  bool fail_false(const std::string& what, std::size_t at) {
+    fail(what, at);
+    return false;
+  }
 
   // Parses [aiLmsux]* ( '-' [imsx]+ )? into `f`; stops before ')' or ':'.
   bool parse_flag_letters(Flags& f, bool& negative) {
@@ -268,10 +263,7 @@ class Parser {
     while (pos_ < cps_.size() && cps_[pos_] != ')' && cps_[pos_] != ':') {
       char32_t c = cps_[pos_];
       if (c == '-') {
-        if (!on) {
-        fail("bad inline flags: multiple '-'", pos_);
-        return false;
-      }
+        if (!on) return fail_false("bad inline flags: multiple '-'", pos_);
         on = false;
         negative = true;
       } else if (c == 'i') {
@@ -279,39 +271,21 @@ class Parser {
       } else if (c == 's') {
         f.dotall = on;
       } else if (c == 'a') {
-        if (!on) {
-        fail("bad inline flags: cannot turn off 'a'", pos_);
-        return false;
-      }
+        if (!on) return fail_false("bad inline flags: cannot turn off 'a'", pos_);
         f.ascii = true;
       } else if (c == 'm' || c == 'u') {
         // multiline: lines are searched one at a time, so ^ and $ already mean line bounds.
       } else if (c == 'x') {
-        {
-        fail("verbose mode (?x) is not supported", pos_);
-        return false;
-      }
+        return fail_false("verbose mode (?x) is not supported", pos_);
       } else if (c == 'L') {
-        {
-        fail("bad inline flags: cannot use 'L' flag with a str pattern", pos_);
-        return false;
-      }
+        return fail_false("bad inline flags: cannot use 'L' flag with a str pattern", pos_);
       } else {
-        {
-        fail("unknown flag", pos_);
-        return false;
-      }
+        return fail_false("unknown flag", pos_);
       }
       ++pos_;
     }
-    if (pos_ >= cps_.size()) {
-        fail("missing -, : or )", pos_);
-        return false;
-      }
-    if (pos_ == start) {
-        fail("missing flag", pos_);
-        return false;
-      }
+    if (pos_ >= cps_.size()) return fail_false("missing -, : or )", pos_);
+    if (pos_ == start) return fail_false("missing flag", pos_);
     return true;
   }
 
@@ -412,7 +386,9 @@ class Parser {
         max = 1;
       } else {
         try_braces(min, max);
-        if (min > kMaxRepeat || max > kMaxRepeat) return fail("the repetition number is too large", qpos);
+        if (min > kMaxRepeat || max > kMaxRepeat) {
+          return fail("the repetition number is too large", qpos);
+        }
         if (max >= 0 && max < min) return fail("min repeat greater than max repeat", qpos);
       }
       if (at('?') || at('+')) ++pos_;  // lazy / possessive: same lines match
@@ -480,10 +456,7 @@ class Parser {
   // the backslash. Returns false (with error_ set) for an unknown ASCII-letter escape.
   bool simple_escape(char32_t& out, bool in_class) {
     std::size_t esc = pos_ - 1;
-    if (pos_ >= cps_.size()) {
-        fail("bad escape (end of pattern)", esc);
-        return false;
-      }
+    if (pos_ >= cps_.size()) return fail_false("bad escape (end of pattern)", esc);
     char32_t c = cps_[pos_++];
     switch (c) {
       case 'a': out = 7; return true;
@@ -499,27 +472,19 @@ class Parser {
         }
         break;
       case 'x':
-        if (!read_hex(2, out)) {
-        fail("incomplete escape \\x", esc);
-        return false;
-      }
+        if (!read_hex(2, out)) return fail_false("incomplete escape \\x", esc);
         return true;
       case 'u':
-        if (!read_hex(4, out)) {
-        fail("incomplete escape \\u", esc);
-        return false;
-      }
+        if (!read_hex(4, out)) return fail_false("incomplete escape \\u", esc);
         return true;
       case 'U':
-        if (!read_hex(8, out) || out > 0x10FFFF) {
-        fail("bad escape \\U", esc);
-        return false;
-      }
+        if (!read_hex(8, out) || out > 0x10FFFF) return fail_false("bad escape \\U", esc);
         return true;
       case '0': {
         // Octal: \0, \01, \012.
         out = 0;
-        for (int k = 0; k < 2 && pos_ < cps_.size() && cps_[pos_] >= '0' && cps_[pos_] <= '7'; ++k) {
+        for (int k = 0; k < 2 && pos_ < cps_.size(); ++k) {
+          if (cps_[pos_] < '0' || cps_[pos_] > '7') break;
           out = out * 8 + (cps_[pos_++] - '0');
         }
         return true;
@@ -527,20 +492,13 @@ class Parser {
       default: break;
     }
     if (c >= '1' && c <= '9') {
-      return fail(in_class ? "bad escape \\" + std::string(1, static_cast<char>(c))
-                           : "back-references are not supported",
-                  esc),
-             false;
+      return fail_false(in_class ? "bad escape \\" + std::string(1, static_cast<char>(c))
+                                 : "back-references are not supported",
+                        esc);
     }
-    if (c == 'N') {
-        fail("named Unicode escapes \\N{...} are not supported", esc);
-        return false;
-      }
+    if (c == 'N') return fail_false("named Unicode escapes \\N{...} are not supported", esc);
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-      {
-        fail("bad escape \\" + std::string(1, static_cast<char>(c)), esc);
-        return false;
-      }
+      return fail_false("bad escape \\" + std::string(1, static_cast<char>(c)), esc);
     }
     out = c;  // escaped punctuation, or any non-ASCII character
     return true;
@@ -856,16 +814,8 @@ Result<LineRegex> LineRegex::compile(std::string_view pattern, bool case_insensi
 
 LineRegex LineRegex::literal(std::string_view text, bool case_insensitive) {
   auto program = std::make_unique<Program>();
-  std::size_t i = 0;
-  while (i < text.size()) {
-    unsigned char b = static_cast<unsigned char>(text[i]);
-    int len = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
-    if (i + static_cast<std::size_t>(len) > text.size()) len = 1;
-    char32_t cp = len == 1 ? b : (b & (0x7F >> len));
-    for (int k = 1; k < len; ++k) {
-      cp = (cp << 6) | (static_cast<unsigned char>(text[i + static_cast<std::size_t>(k)]) & 0x3F);
-    }
-    i += static_cast<std::size_t>(len);
+  for (std::size_t i = 0; i < text.size();) {
+    char32_t cp = next_code_point(text, i);
     Inst inst{Op::Char};
     inst.fold = case_insensitive;
     inst.c = case_insensitive ? fold(cp) : cp;
@@ -946,17 +896,7 @@ LineRegex::Matcher::Outcome LineRegex::Matcher::search(
     std::string_view line, std::chrono::steady_clock::time_point deadline) {
   State& s = *state_;
   s.text.clear();
-  for (std::size_t i = 0; i < line.size();) {
-    unsigned char b = static_cast<unsigned char>(line[i]);
-    int len = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
-    if (i + static_cast<std::size_t>(len) > line.size()) len = 1;
-    char32_t cp = len == 1 ? b : (b & (0x7F >> len));
-    for (int k = 1; k < len; ++k) {
-      cp = (cp << 6) | (static_cast<unsigned char>(line[i + static_cast<std::size_t>(k)]) & 0x3F);
-    }
-    s.text.push_back(cp);
-    i += static_cast<std::size_t>(len);
-  }
+  for (std::size_t i = 0; i < line.size();) s.text.push_back(next_code_point(line, i));
   auto bump = [&] {
     if (++s.generation == 0) {  // wrapped: old marks could alias the new generation
       std::fill(s.mark.begin(), s.mark.end(), 0);

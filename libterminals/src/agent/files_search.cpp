@@ -34,17 +34,7 @@ Status check_max_results(int max_results) {
 
 std::vector<char32_t> decode(std::string_view s) {
   std::vector<char32_t> out;
-  for (std::size_t i = 0; i < s.size();) {
-    unsigned char b = static_cast<unsigned char>(s[i]);
-    int len = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
-    if (i + static_cast<std::size_t>(len) > s.size()) len = 1;
-    char32_t cp = len == 1 ? b : (b & (0x7F >> len));
-    for (int k = 1; k < len; ++k) {
-      cp = (cp << 6) | (static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]) & 0x3F);
-    }
-    out.push_back(cp);
-    i += static_cast<std::size_t>(len);
-  }
+  for (std::size_t i = 0; i < s.size();) out.push_back(next_code_point(s, i));
   return out;
 }
 
