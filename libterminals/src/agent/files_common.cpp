@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -375,6 +376,35 @@ std::string join_path(std::string_view a, std::string_view b) {
   std::string out(a);
   if (out.empty() || out.back() != '/') out += '/';
   out += b;
+  return out;
+}
+
+std::vector<WalkEntry> read_directory(const std::string& dir) {
+  std::vector<WalkEntry> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    WalkEntry entry;
+    entry.name = std::string(name);
+    std::string full = join_path(dir, name);
+    unsigned char type = e->d_type;
+    if (type == DT_UNKNOWN) {  // some filesystems do not fill d_type
+      auto st = lstat_path(full);
+      if (!st) continue;
+      type = S_ISDIR(st->st_mode) ? DT_DIR : S_ISLNK(st->st_mode) ? DT_LNK : DT_REG;
+    }
+    if (type == DT_DIR) {
+      entry.is_dir = entry.descend = true;
+    } else if (type == DT_LNK) {
+      entry.is_dir = is_directory(full);
+    }
+    out.push_back(std::move(entry));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end(),
+            [](const WalkEntry& a, const WalkEntry& b) { return a.name < b.name; });
   return out;
 }
 

@@ -55,6 +55,15 @@ std::string parent_path(std::string_view path);
 /// a + "/" + b without doubling the slash.
 std::string join_path(std::string_view a, std::string_view b);
 
+/// One directory entry, classified the way os.walk does it.
+struct WalkEntry {
+  std::string name;
+  bool is_dir = false;   ///< a directory, or a symlink to one
+  bool descend = false;  ///< a real directory (walks never follow symlinks, so they cannot loop)
+};
+/// The entries of `dir` sorted by name; empty when it cannot be read (os.walk skips those too).
+std::vector<WalkEntry> read_directory(const std::string& dir);
+
 /// 16 random hex characters for temporary names.
 std::string random_token();
 

@@ -1,7 +1,6 @@
 // grep_search, glob_search and fnmatch (see files.hpp for the behaviour and its differences
 // from the reference).
 
-#include <dirent.h>
 #include <string.h>  // memmem
 #include <sys/stat.h>
 
@@ -63,42 +62,6 @@ std::optional<std::pair<std::size_t, bool>> match_set(const std::vector<char32_t
     }
   }
   return std::make_pair(j + 1, in != negate);
-}
-
-// One directory's entries, classified the way os.walk does it.
-struct WalkEntry {
-  std::string name;
-  bool is_dir = false;   // a directory, or a symlink to one
-  bool descend = false;  // a real directory (symlinks are never followed)
-};
-
-std::vector<WalkEntry> read_directory(const std::string& dir) {
-  std::vector<WalkEntry> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;  // unreadable directories are skipped, like os.walk without onerror
-  while (dirent* e = ::readdir(d)) {
-    std::string_view name = e->d_name;
-    if (name == "." || name == "..") continue;
-    WalkEntry entry;
-    entry.name = std::string(name);
-    std::string full = join_path(dir, name);
-    unsigned char type = e->d_type;
-    if (type == DT_UNKNOWN) {
-      auto st = lstat_path(full);
-      if (!st) continue;
-      type = S_ISDIR(st->st_mode) ? DT_DIR : S_ISLNK(st->st_mode) ? DT_LNK : DT_REG;
-    }
-    if (type == DT_DIR) {
-      entry.is_dir = entry.descend = true;
-    } else if (type == DT_LNK) {
-      entry.is_dir = is_directory(full);
-    }
-    out.push_back(std::move(entry));
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end(),
-            [](const WalkEntry& a, const WalkEntry& b) { return a.name < b.name; });
-  return out;
 }
 
 // How a line is tested: substring search for case-sensitive literals, the NFA otherwise.

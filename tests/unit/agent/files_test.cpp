@@ -15,6 +15,7 @@
 #include "agent/files.hpp"
 #include "agent/files_internal.hpp"
 #include "agent/files_regex.hpp"
+#include "agent/zip_writer.hpp"
 #include "support/loop_runner.hpp"
 
 using namespace terminals;
@@ -862,6 +863,406 @@ TEST_CASE("files: glob_search patterns, types, excludes and symlinks") {
   check_error(glob_search(ctx, req), 404, "Search directory not found");
   req.path = "missing";
   check_error(glob_search(ctx, req), 404, "Search directory not found");
+}
+
+}  // TEST_SUITE
+
+namespace {
+
+constexpr const char* kBoundary = "----WebKitFormBoundaryQz9T4xY";
+
+std::string multipart_body(const std::string& filename_param, const std::string& content,
+                           const std::string& boundary = kBoundary) {
+  std::string b = "--" + boundary;
+  std::string body;
+  body += "preamble to ignore\r\n";
+  body += b + "\r\n";
+  body += "Content-Disposition: form-data; name=\"note\"\r\n\r\n";
+  body += "not the file\r\n--" + boundary.substr(0, boundary.size() - 1) + "\r\n";
+  body += b + "  \r\n";  // transport padding after a boundary is allowed
+  body += "content-disposition: form-data; name=\"file\"; " + filename_param + "\r\n";
+  body += "Content-Type: application/octet-stream\r\n\r\n";
+  body += content;
+  body += "\r\n" + b + "\r\n";
+  body += "Content-Disposition: form-data; name=\"file\"; filename=\"second.txt\"\r\n\r\n";
+  body += "a second file part is ignored";
+  body += "\r\n" + b + "--\r\nepilogue";
+  return body;
+}
+
+std::string content_type(const std::string& boundary = kBoundary) {
+  return "multipart/form-data; boundary=" + boundary;
+}
+
+Result<UploadResult> upload_in_chunks(const FileContext& ctx, const std::string& directory,
+                                      const std::string& body, std::vector<std::size_t> cuts) {
+  auto up = MultipartUpload::start(ctx, directory, content_type());
+  if (!up) return std::move(up).error();
+  std::size_t from = 0;
+  cuts.push_back(body.size());
+  for (std::size_t cut : cuts) {
+    if (auto st = up->feed(std::string_view(body).substr(from, cut - from)); !st) {
+      return std::move(st).error();
+    }
+    from = cut;
+  }
+  return up->finish();
+}
+
+// A file payload full of near-boundaries: CRLF-dash runs and a delimiter missing its last byte.
+std::string tricky_payload(std::size_t n, unsigned seed) {
+  std::string s = random_bytes(n, seed);
+  std::string near = std::string("\r\n--") + kBoundary;
+  near.pop_back();
+  for (std::size_t at = 1000; at + near.size() < s.size(); at += 100000) s.replace(at, near.size(), near);
+  s.replace(10, 4, "\r\n--");
+  return s;
+}
+
+// Bitwise CRC-32, independent of the table-driven one under test.
+std::uint32_t reference_crc(std::string_view data) {
+  std::uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char c : data) {
+    crc ^= c;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
+  }
+  return ~crc;
+}
+
+struct ZipEntry {
+  std::string name;
+  std::string data;
+  std::uint32_t mode = 0;
+};
+
+std::uint32_t le(const std::string& s, std::size_t at, int bytes) {
+  std::uint32_t v = 0;
+  for (int k = bytes - 1; k >= 0; --k) v = (v << 8) | static_cast<unsigned char>(s[at + static_cast<std::size_t>(k)]);
+  return v;
+}
+
+// A tiny ZIP reader: walks the central directory, checks every local header against it,
+// checks STORE data against its CRC, returns the entries.
+std::vector<ZipEntry> read_zip(const std::string& zip) {
+  std::vector<ZipEntry> out;
+  REQUIRE(zip.size() >= 22);
+  std::size_t eocd = zip.size() - 22;
+  REQUIRE(le(zip, eocd, 4) == 0x06054b50);
+  std::size_t count = le(zip, eocd + 10, 2);
+  std::size_t cd = le(zip, eocd + 16, 4);
+  REQUIRE(cd + le(zip, eocd + 12, 4) == eocd);
+  for (std::size_t i = 0; i < count; ++i) {
+    REQUIRE(le(zip, cd, 4) == 0x02014b50);
+    std::uint32_t crc = le(zip, cd + 16, 4);
+    std::uint32_t csize = le(zip, cd + 20, 4);
+    std::uint32_t usize = le(zip, cd + 24, 4);
+    std::size_t name_len = le(zip, cd + 28, 2);
+    std::size_t extra_len = le(zip, cd + 30, 2);
+    std::size_t comment_len = le(zip, cd + 32, 2);
+    std::uint32_t attrs = le(zip, cd + 38, 4);
+    std::size_t local = le(zip, cd + 42, 4);
+    ZipEntry e;
+    e.name = zip.substr(cd + 46, name_len);
+    e.mode = attrs >> 16;
+    CHECK(le(zip, cd + 10, 2) == 0);  // STORE
+    CHECK(csize == usize);
+    REQUIRE(le(zip, local, 4) == 0x04034b50);
+    CHECK(le(zip, local + 14, 4) == crc);
+    CHECK(le(zip, local + 18, 4) == csize);
+    CHECK(le(zip, local + 22, 4) == usize);
+    std::size_t lname = le(zip, local + 26, 2);
+    CHECK(zip.substr(local + 30, lname) == e.name);
+    std::size_t data_at = local + 30 + lname + le(zip, local + 28, 2);
+    REQUIRE(data_at + csize <= cd);
+    e.data = zip.substr(data_at, csize);
+    CHECK_MESSAGE(reference_crc(e.data) == crc, e.name);
+    out.push_back(std::move(e));
+    cd += 46 + name_len + extra_len + comment_len;
+  }
+  return out;
+}
+
+bool have_unzip() { return std::system("command -v unzip >/dev/null 2>&1") == 0; }
+
+}  // namespace
+
+TEST_SUITE("unit") {
+
+TEST_CASE("files: multipart upload, fed whole, byte by byte and split at every awkward place") {
+  test::TempDir dir;
+  auto ctx = context_for(dir, dir.file("not-used-for-upload"));
+  const std::string payload = tricky_payload(300 * 1024, 7);
+  const std::string body = multipart_body("filename=\"../../etc/passwd\"", payload);
+  const std::string stored = dir.file("up/loads/passwd");
+
+  auto whole = upload_in_chunks(ctx, "up/loads", body, {});
+  REQUIRE(whole);
+  CHECK(whole->path == stored);
+  CHECK(whole->size == payload.size());
+  CHECK(get(stored) == payload);
+  CHECK(names_in(dir.file("up/loads")) == std::vector<std::string>{"passwd"});
+  CHECK_FALSE(fs::exists(dir.file("etc")));
+
+  // Byte by byte.
+  fs::remove(stored);
+  {
+    auto up = MultipartUpload::start(ctx, "up/loads", content_type());
+    REQUIRE(up);
+    bool ok = true;
+    for (char c : body) ok = ok && up->feed(std::string_view(&c, 1));
+    REQUIRE(ok);
+    auto r = up->finish();
+    REQUIRE(r);
+    CHECK(r->size == payload.size());
+    CHECK(get(stored) == payload);
+  }
+
+  // Every cut point within the first delimiter after the file data, and at the closing one.
+  std::size_t delim_at = body.find(std::string("\r\n--") + kBoundary, body.find("octet-stream"));
+  std::size_t close_at = body.rfind(std::string("--") + kBoundary + "--");
+  for (std::size_t k = 0; k <= 4 + std::string(kBoundary).size() + 2; ++k) {
+    auto r = upload_in_chunks(ctx, "up/loads", body, {delim_at + k - 1, close_at + k % 7});
+    REQUIRE_MESSAGE(r, k);
+    CHECK(get(stored) == payload);
+  }
+  // Big chunks, and a prime-sized stride.
+  CHECK(upload_in_chunks(ctx, "up/loads", body, {65536, 131072, 262144}));
+  std::vector<std::size_t> stride;
+  for (std::size_t at = 4099; at < body.size(); at += 4099) stride.push_back(at);
+  CHECK(upload_in_chunks(ctx, "up/loads", body, stride).value().size == payload.size());
+  CHECK(get(stored) == payload);
+  CHECK(names_in(dir.file("up/loads")) == std::vector<std::string>{"passwd"});
+}
+
+TEST_CASE("files: multipart upload of several MiB keeps memory bounded and replaces in place") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+  const std::string payload = random_bytes(8 << 20, 11);
+  const std::string body = multipart_body("filename=\"big.bin\"", payload);
+  put(dir.file("in/big.bin"), "old");
+  ::chmod(dir.file("in/big.bin").c_str(), 0640);
+  auto r = upload_in_chunks(ctx, "in", body, {1, 100, 70000, 3 << 20, 6 << 20});
+  REQUIRE(r);
+  CHECK(r->size == payload.size());
+  CHECK(get(dir.file("in/big.bin")) == payload);
+  struct stat st {};
+  REQUIRE(::stat(dir.file("in/big.bin").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0640);
+}
+
+TEST_CASE("files: a 48 MiB upload streamed in 64 KiB chunks does not grow memory") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+  auto up = MultipartUpload::start(ctx, "stream", content_type());
+  REQUIRE(up);
+  std::string b = std::string("--") + kBoundary;
+  REQUIRE(up->feed(b + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.bin\"\r\n\r\n"));
+  const std::string block = random_bytes(64 * 1024, 13);
+  const std::size_t before = test::current_rss_bytes();
+  std::uint32_t crc = 0;
+  for (int i = 0; i < 48 * 16; ++i) {
+    REQUIRE(up->feed(block));
+    crc = files::crc32_update(crc, block.data(), block.size());
+  }
+  REQUIRE(up->feed("\r\n" + b + "--\r\n"));
+  const std::size_t after = test::current_rss_bytes();
+  auto r = up->finish();
+  REQUIRE(r);
+  CHECK(r->size == 48u << 20);
+  std::string stored = get(dir.file("stream/s.bin"));
+  CHECK(files::crc32_update(0, stored.data(), stored.size()) == crc);
+  MESSAGE("RSS growth while streaming 48 MiB: " << (after > before ? (after - before) >> 10 : 0) << " KiB");
+  CHECK(after < before + (8u << 20));
+}
+
+TEST_CASE("files: multipart upload names and errors") {
+  test::TempDir dir;
+  auto ctx = context_for(dir);
+
+  // RFC 5987 filename* wins over filename; quoted boundaries work.
+  {
+    std::string boundary = "b o u n d";
+    std::string body = multipart_body("filename=\"fallback.txt\"; filename*=UTF-8''na%C3%AFve%20file.txt",
+                                      "data", boundary);
+    auto up = MultipartUpload::start(ctx, "u", "Multipart/Form-Data; charset=utf-8; boundary=\"" + boundary + "\"");
+    REQUIRE(up);
+    REQUIRE(up->feed(body));
+    auto r = up->finish();
+    REQUIRE(r);
+    CHECK(r->path == dir.file("u/na\xC3\xAFve file.txt"));
+  }
+
+  for (const char* bad : {"filename=\"..\"", "filename=\".\"", "filename=\"\"", "filename=\"a/\"",
+                          "nofilename=\"x\""}) {
+    auto r = upload_in_chunks(ctx, "u2", multipart_body(bad, "x"), {});
+    CAPTURE(bad);
+    check_error(r, 400, "Invalid file name");
+  }
+  CHECK_FALSE(fs::exists(dir.file("u2")));  // refused before the directory was made
+
+  check_error(MultipartUpload::start(ctx, "u", "text/plain"), 400,
+              "Content-Type must be multipart/form-data with a boundary");
+  check_error(MultipartUpload::start(ctx, "u", "multipart/form-data"), 400,
+              "Content-Type must be multipart/form-data with a boundary");
+
+  // No closing boundary: the partial file is not stored and the temporary is gone.
+  {
+    std::string body = multipart_body("filename=\"cut.bin\"", random_bytes(100000, 3));
+    auto up = MultipartUpload::start(ctx, "cut", content_type());
+    REQUIRE(up);
+    REQUIRE(up->feed(std::string_view(body).substr(0, body.size() / 2)));
+    check_error(up->finish(), 400, "Malformed multipart body: missing closing boundary");
+    check_error(up->finish(), 400, "Malformed multipart body: missing closing boundary");
+    CHECK(names_in(dir.file("cut")).empty());
+  }
+  // Abandoned mid-way: destroying the upload removes its temporary file.
+  {
+    std::string body = multipart_body("filename=\"gone.bin\"", random_bytes(100000, 4));
+    auto up = MultipartUpload::start(ctx, "gone", content_type());
+    REQUIRE(up);
+    REQUIRE(up->feed(std::string_view(body).substr(0, body.size() / 2)));
+    CHECK(names_in(dir.file("gone")).size() == 1);
+  }
+  CHECK(names_in(dir.file("gone")).empty());
+
+  // No `file` field.
+  {
+    std::string b = std::string("--") + kBoundary;
+    std::string body = b + "\r\nContent-Disposition: form-data; name=\"other\"; filename=\"x\"\r\n\r\nx\r\n" + b + "--\r\n";
+    auto up = MultipartUpload::start(ctx, "nofile", content_type());
+    REQUIRE(up);
+    REQUIRE(up->feed(body));
+    check_error(up->finish(), 422, "Missing form field 'file'");
+  }
+  // Garbage after a boundary.
+  {
+    std::string body = std::string("--") + kBoundary + "XYZ\r\n\r\n";
+    auto up = MultipartUpload::start(ctx, "bad", content_type());
+    REQUIRE(up);
+    check_error(up->feed(body), 400, "Malformed multipart body: bad boundary line");
+    check_error(up->feed("more"), 400, "Malformed multipart body: bad boundary line");
+  }
+  // Size limit.
+  {
+    ctx.options.upload_max_bytes = 1000;
+    auto r = upload_in_chunks(ctx, "limited", multipart_body("filename=\"l.bin\"", random_bytes(5000, 5)), {2000});
+    check_error(r, 413, "Upload too large: more than 1000 bytes");
+    CHECK(names_in(dir.file("limited")).empty());
+    ctx.options.upload_max_bytes = 0;
+  }
+  // The target is a directory.
+  fs::create_directories(dir.file("d/dir.bin"));
+  check_error(upload_in_chunks(ctx, "d", multipart_body("filename=\"dir.bin\"", "x"), {}), 400,
+              "[Errno 21] Is a directory: '" + dir.file("d/dir.bin") + "'");
+  // The directory cannot be created.
+  put(dir.file("plain"), "x");
+  check_error(upload_in_chunks(ctx, "plain/sub", multipart_body("filename=\"a\"", "x"), {}), 400,
+              "[Errno 20] Not a directory: '" + dir.file("plain/sub") + "'");
+}
+
+TEST_CASE("files: CRC-32 matches the standard check value") {
+  CHECK(files::crc32_update(0, "123456789", 9) == 0xCBF43926u);
+  std::string data = random_bytes(100000, 9);
+  std::uint32_t split = files::crc32_update(files::crc32_update(0, data.data(), 777), data.data() + 777, data.size() - 777);
+  CHECK(split == reference_crc(data));
+}
+
+TEST_CASE("files: archive a tree with binary files; readable by our reader and unzip") {
+  test::TempDir dir;
+  test::TempDir tmp;
+  auto ctx = context_for(dir, dir.file("elsewhere"));
+  ctx.options.temp_dir = tmp.path();
+  const std::string big = random_bytes(3 << 20, 21);
+  put(dir.file("proj/a.txt"), "alpha\n");
+  put(dir.file("proj/big.bin"), big);
+  put(dir.file("proj/sub/c.txt"), "gamma");
+  fs::create_directory(dir.file("proj/empty"));
+  fs::create_symlink(dir.file("proj/a.txt"), dir.file("proj/lnk"));
+  fs::create_directory_symlink(dir.file("proj/sub"), dir.file("proj/dlink"));
+  fs::create_directory_symlink(dir.file("proj"), dir.file("proj/sub/loop"));
+  fs::create_symlink(dir.file("nowhere"), dir.file("proj/dangling"));
+  REQUIRE(::mkfifo(dir.file("proj/fifo").c_str(), 0600) == 0);
+  ::chmod(dir.file("proj/a.txt").c_str(), 0754);
+  put(dir.file("single.png"), "\x89PNG");
+
+  std::string zip_path;
+  {
+    auto r = archive_paths(ctx, {"proj"});  // relative to home
+    REQUIRE(r);
+    CHECK(r->filename == "proj.zip");
+    CHECK(r->content_type == "application/zip");
+    CHECK(r->entries == 7);
+    zip_path = r->file.path();
+    CHECK(zip_path.rfind(tmp.path(), 0) == 0);
+    std::string zip = get(zip_path);
+    CHECK(zip.size() == r->size);
+    auto entries = read_zip(zip);
+    std::vector<std::string> names;
+    for (auto& e : entries) names.push_back(e.name);
+    CHECK(names == std::vector<std::string>{"proj/", "proj/a.txt", "proj/big.bin", "proj/lnk",
+                                            "proj/empty/", "proj/sub/", "proj/sub/c.txt"});
+    CHECK(entries[1].data == "alpha\n");
+    CHECK((entries[1].mode & 07777) == 0754);
+    CHECK(entries[2].data == big);
+    CHECK(entries[3].data == "alpha\n");  // a symlinked file is stored with its target's bytes
+    CHECK((entries[4].mode & S_IFMT) == S_IFDIR);
+    CHECK(entries[6].data == "gamma");
+
+    if (have_unzip()) {
+      CHECK(std::system(("unzip -tq '" + zip_path + "' >/dev/null").c_str()) == 0);
+      std::string out = tmp.file("extracted");
+      REQUIRE(std::system(("unzip -q '" + zip_path + "' -d '" + out + "'").c_str()) == 0);
+      CHECK(get(out + "/proj/big.bin") == big);
+      CHECK(get(out + "/proj/sub/c.txt") == "gamma");
+      CHECK(fs::is_directory(out + "/proj/empty"));
+    } else {
+      MESSAGE("unzip is not installed (apt-get install unzip): checked with the built-in reader only");
+    }
+  }
+  CHECK_FALSE(fs::exists(zip_path));  // the TempFile went with the result
+
+  auto several = archive_paths(ctx, {dir.file("single.png"), "proj/sub"});
+  REQUIRE(several);
+  CHECK(several->filename == "download.zip");
+  auto entries = read_zip(get(several->file.path()));
+  REQUIRE(entries.size() == 3);
+  CHECK(entries[0].name == "single.png");
+  CHECK(entries[0].data == "\x89PNG");
+  CHECK(entries[1].name == "sub/");
+  CHECK(entries[2].name == "sub/c.txt");
+  CHECK(archive_paths(ctx, {"single.png"}).value().filename == "single.png.zip");
+
+  // Non-ASCII names are flagged UTF-8.
+  put(dir.file("caf\xC3\xA9.txt"), "x");
+  auto utf = archive_paths(ctx, {"caf\xC3\xA9.txt"});
+  REQUIRE(utf);
+  std::string utf_zip = get(utf->file.path());
+  CHECK((le(utf_zip, 6, 2) & 0x800) != 0);
+  CHECK(read_zip(utf_zip)[0].name == "caf\xC3\xA9.txt");
+  if (have_unzip()) CHECK(std::system(("unzip -tq '" + utf->file.path() + "' >/dev/null").c_str()) == 0);
+}
+
+TEST_CASE("files: archive errors and the size limit") {
+  test::TempDir dir;
+  test::TempDir tmp;
+  auto ctx = context_for(dir);
+  ctx.options.temp_dir = tmp.path();
+  put(dir.file("big.bin"), random_bytes(200000, 5));
+  put(dir.file("small.txt"), "s");
+
+  check_error(archive_paths(ctx, {}), 400, "No paths provided");
+  check_error(archive_paths(ctx, {"small.txt", "nope/x"}), 404, "Path not found: nope/x");
+
+  ctx.options.archive_max_bytes = 100000;
+  check_error(archive_paths(ctx, {"small.txt", "big.bin"}), 413,
+              "Archive too large: more than 100000 bytes (ZIP64 is not supported)");
+  CHECK(names_in(tmp.path()).empty());  // the partial archive was removed
+  CHECK(archive_paths(ctx, {"small.txt"}));
+
+  auto released = archive_paths(ctx, {"small.txt"}).value();
+  std::string kept = released.file.release();
+  CHECK(fs::exists(kept));
+  fs::remove(kept);
 }
 
 }  // TEST_SUITE
