@@ -46,6 +46,7 @@ struct FileOptions {
   std::size_t grep_max_line_bytes = 64u << 10;
   /// grep_search and glob_search stop after this long and return what they found with
   /// `truncated` and `timed_out` set (a walk of / or a costly pattern cannot pin a thread).
+  /// Zero or less stops at once; milliseconds::max() means no limit.
   std::chrono::milliseconds search_time_budget{30000};
   /// archive_paths refuses to produce a larger ZIP (no ZIP64; the format caps at 4 GiB).
   std::uint64_t archive_max_bytes = 0xFFFFFFFFull;
@@ -84,6 +85,11 @@ std::string normalize_path(std::string_view path);
 /// empty) for PathBase::Cwd, or to ctx.home for PathBase::Home, then normalised. An empty path
 /// is the base itself. 400 if the path contains a NUL byte (Python raised a 500 there).
 Result<std::string> resolve_path(const FileContext& ctx, std::string_view path, PathBase base);
+
+/// The working directory for POST /execute: `cwd` resolved against the session cwd when given,
+/// else the session cwd (or home). Whether it exists is for the process layer to find out.
+Result<std::string> resolve_exec_cwd(const FileContext& ctx,
+                                     std::optional<std::string_view> cwd);
 
 /// The MIME type for a file name by its extension (case-insensitive), or
 /// "application/octet-stream" when unknown.

@@ -92,6 +92,12 @@ Result<std::string> resolve_path(const FileContext& ctx, std::string_view path, 
   return normalize_path(joined);
 }
 
+Result<std::string> resolve_exec_cwd(const FileContext& ctx,
+                                     std::optional<std::string_view> cwd) {
+  if (cwd) return resolve_path(ctx, *cwd, PathBase::Cwd);
+  return ctx.cwd.empty() ? ctx.home : ctx.cwd;
+}
+
 std::string guess_mime_type(std::string_view path) {
   // A fixed table, so answers do not depend on the host's /etc/mime.types (Python consults it).
   struct Mime {

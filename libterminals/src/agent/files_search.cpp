@@ -21,6 +21,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// now + budget, saturating so that a huge budget means "no limit" instead of overflowing.
+Clock::time_point deadline_after(std::chrono::milliseconds budget) {
+  auto now = Clock::now();
+  auto room = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::time_point::max() - now);
+  if (budget > room) return Clock::time_point::max();
+  return now + budget;
+}
+
 Status check_max_results(int max_results) {
   if (max_results < 1) {
     return file_error(422, "max_results: Input should be greater than or equal to 1");
@@ -112,7 +120,7 @@ class Grep {
         request_(request),
         tester_(tester),
         result_(result),
-        deadline_(Clock::now() + ctx.options.search_time_budget) {
+        deadline_(deadline_after(ctx.options.search_time_budget)) {
     if (tester_.uses_regex()) matcher_.emplace(tester_.regex());
   }
 
@@ -295,7 +303,7 @@ Result<GlobResult> glob_search(const FileContext& ctx, const GlobRequest& reques
   result.path = *target;
   const bool want_files = request.type != "directory";
   const bool want_dirs = request.type != "file";
-  const auto deadline = Clock::now() + ctx.options.search_time_budget;
+  const auto deadline = deadline_after(ctx.options.search_time_budget);
   auto matches = [](const std::string& pattern, const std::string& name, const std::string& rel) {
     return fnmatch_match(pattern, name) || fnmatch_match(pattern, rel);
   };

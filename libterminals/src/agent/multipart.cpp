@@ -230,7 +230,8 @@ struct MultipartUpload::Impl {
           // '\r' at the end may be the first half of a CRLF split across chunks.
           std::size_t crlf = buf.find("\r\n");
           std::size_t other = buf.find_first_not_of(" \t");
-          bool partial_cr = crlf == std::string::npos && other == buf.size() - 1 && buf.back() == '\r';
+          bool partial_cr =
+              crlf == std::string::npos && other == buf.size() - 1 && buf.back() == '\r';
           if (other != std::string::npos && other != crlf && !partial_cr) {
             return fail(file_error(400, "Malformed multipart body: bad boundary line"));
           }

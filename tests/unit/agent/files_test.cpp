@@ -93,6 +93,12 @@ TEST_CASE("files: paths resolve against cwd or home and normalise lexically") {
   check_error(resolve_path(ctx, std::string("a\0b", 3), PathBase::Cwd), 400,
               "Path contains a NUL byte");
   CHECK(normalize_path("a/./b/../../..") == "..");
+  ctx.cwd = "/home/u/proj";
+  CHECK(resolve_exec_cwd(ctx, std::nullopt).value() == "/home/u/proj");
+  CHECK(resolve_exec_cwd(ctx, "sub").value() == "/home/u/proj/sub");
+  CHECK(resolve_exec_cwd(ctx, "/tmp/").value() == "/tmp");
+  ctx.cwd.clear();
+  CHECK(resolve_exec_cwd(ctx, std::nullopt).value() == "/home/u");
   CHECK(normalize_path("") == ".");
 }
 
@@ -792,6 +798,13 @@ TEST_CASE("files: grep_search regex, literal, case, include, limits and errors")
   // Files over the size limit are skipped.
   ctx.options.grep_max_file_bytes = 10;
   CHECK(grep_search(ctx, req)->matches.empty());
+
+  // No limit: a huge budget must not overflow into an immediate timeout.
+  ctx.options = FileOptions{};
+  ctx.options.search_time_budget = std::chrono::milliseconds::max();
+  req.path = ".";
+  CHECK_FALSE(grep_search(ctx, req)->timed_out);
+  CHECK_FALSE(glob_search(ctx, GlobRequest{"*", ".", {}, "any", 50})->timed_out);
 
   // An exhausted time budget returns what was found, marked truncated and timed out.
   ctx.options = FileOptions{};
