@@ -1279,3 +1279,51 @@ TEST_CASE("files: archive errors and the size limit") {
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("unit") {
+
+TEST_CASE("files: permission errors map to 403 or 400 like the reference (non-root only)") {
+  if (::geteuid() == 0) {
+    MESSAGE("running as root: permission cases skipped (run the suite as another user to cover them)");
+    return;
+  }
+  test::TempDir dir;
+  test::TempDir tmp;
+  auto ctx = context_for(dir);
+  ctx.options.temp_dir = tmp.path();
+  put(dir.file("secret.txt"), "s");
+  ::chmod(dir.file("secret.txt").c_str(), 0);
+  fs::create_directory(dir.file("locked"));
+  put(dir.file("tree/ok.txt"), "needle");
+  put(dir.file("tree/no.txt"), "needle");
+  ::chmod(dir.file("tree/no.txt").c_str(), 0);
+  fs::create_directory(dir.file("ro"));
+  ::chmod(dir.file("ro").c_str(), 0555);
+
+  const std::string denied = "[Errno 13] Permission denied: '";
+  check_error(read_file(ctx, "secret.txt"), 403, denied + dir.file("secret.txt") + "'");
+  check_error(replace_file_content(ctx, "secret.txt", {{"s", "t"}}), 400,
+              denied + dir.file("secret.txt") + "'");
+  ::chmod(dir.file("locked").c_str(), 0);
+  check_error(list_files(ctx, "locked"), 403, denied + dir.file("locked") + "'");
+  ::chmod(dir.file("locked").c_str(), 0755);
+  check_error(write_file(ctx, "ro/new.txt", "x"), 400, denied + dir.file("ro/new.txt") + "'");
+  check_error(mkdir_p(ctx, "ro/sub"), 400, denied + dir.file("ro/sub") + "'");
+  check_error(upload_in_chunks(ctx, "ro", multipart_body("filename=\"u.bin\"", "x"), {}), 403,
+              denied + dir.file("ro/u.bin") + "'");
+  check_error(archive_paths(ctx, {"tree"}), 403, denied + dir.file("tree/no.txt") + "'");
+  CHECK(names_in(tmp.path()).empty());
+
+  GrepRequest req;
+  req.query = "needle";
+  req.path = "tree";
+  auto r = grep_search(ctx, req);
+  REQUIRE(r);
+  REQUIRE(r->matches.size() == 1);  // the unreadable file is skipped
+  CHECK(r->matches[0].file == dir.file("tree/ok.txt"));
+
+  ::chmod(dir.file("ro").c_str(), 0755);
+  ::chmod(dir.file("tree/no.txt").c_str(), 0644);
+}
+
+}  // TEST_SUITE
