@@ -495,9 +495,10 @@ bool ServerConnection::start_response(ServerExchangeImpl& ex, int status, std::s
                                       bool flush_later) {
   ex.head_written_ = true;
   response_started_ = true;
-  if (status < 100 || status > 999) status = 500;
-  const bool interim = status < 200;
-  const bool no_body = ex.head_request_ || interim || status == 204 || status == 304;
+  // A 1xx is never a final response (100 Continue is ours, 101 goes through take_upgrade): a
+  // handler that sends one made a mistake, and the client must still get an answer.
+  if (status < 200 || status > 999) status = 500;
+  const bool no_body = ex.head_request_ || status == 204 || status == 304;
   bool close = close_after_response_ || !keep_alive_ || parser_dead_ || peer_eof_ ||
                owner_.shutting_down() || headers.has_token("connection", "close");
   // The client waits for "100 Continue" before sending a body we never asked for: we cannot
@@ -521,7 +522,7 @@ bool ServerConnection::start_response(ServerExchangeImpl& ex, int status, std::s
     if (is_framing_header(h.name) || !is_safe_header(h.name, h.value)) continue;
     append_header(out_, h.name, h.value);
   }
-  if (length && status != 204 && !interim) {
+  if (length && status != 204) {
     out_.append("Content-Length: ");
     append_decimal(out_, *length);
     out_.append("\r\n");
