@@ -246,10 +246,13 @@ struct GrepResult {
 ///
 /// Regex dialect: our own linear-time engine (files_regex.hpp) for the Python `re` subset
 /// models use - literals, . [] [^] ranges, \d \w \s \D \W \S \b \B, ^ $ \A \Z, groups ( )
-/// (?: ) (?P<n> ), |, * + ? {n,m} (lazy and possessive forms accepted), inline flags (?i)
-/// (?s) (?m) (?u). Look-around and back-references are refused with 400 "Invalid regex: ...".
-/// std::regex was measured and rejected: it segfaults on 64 KiB lines and is quadratic even in
-/// libstdc++'s polynomial mode (seconds for one 8 KiB line). Case-insensitivity folds ASCII,
+/// (?: ) (?P<n> ), |, * + ? {n,m} (lazy and possessive forms accepted), inline flags (?a)
+/// (?i) (?s) (?m) (?u). Look-around and back-references are refused with 400 "Invalid regex:
+/// ...". Cost is O(line length x pattern size) and the time budget is checked inside a line,
+/// so long lines are safe; options.grep_max_line_bytes still bounds the per-line work.
+/// std::regex was measured and rejected: libstdc++'s default engine overflowed an 8 MiB stack
+/// on a 64 KiB line of "a" with ".*foo", and its polynomial mode is still quadratic per line
+/// (1.4 s for one 8 KiB line with "\w+\s*=\s*\d+;"). Case-insensitivity folds ASCII,
 /// Latin-1, Latin Extended-A, Greek and Cyrillic; \w is ASCII word characters plus every
 /// non-ASCII letter-ish code point (an approximation of Unicode \w). Errors: 404 "Search path
 /// not found"; 400 "Invalid regex: <reason> at position <n>"; 422 for max_results out of range.
