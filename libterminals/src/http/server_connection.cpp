@@ -251,6 +251,8 @@ void ServerConnection::process(std::string_view fresh) {
   }
   processing_ = false;
   if (phase_ == Phase::Closed) return;
+  if (!out_.empty()) send_out();
+  if (phase_ == Phase::Closed) return;
   update_reading();
   refresh_wait();
 }
@@ -532,7 +534,6 @@ bool ServerConnection::start_response(ServerExchangeImpl& ex, int status, std::s
   else if (ex.head_.http_minor == 0) out_.append("Connection: keep-alive\r\n");
   out_.append("\r\n");
   // Corked: the head goes out with the first body bytes, or on its own next iteration.
-  head_pending_ = true;
   if (flush_later) schedule_flush();
   return !above_high();
 }
@@ -546,6 +547,12 @@ bool ServerConnection::write_body(ServerExchangeImpl& ex, std::string_view data,
     start_response(ex, 200, {}, Headers{}, length, false);
   }
   bool ok = true;
+  // Small data joins what is being assembled (a head, chunk framing, earlier pipelined
+  // responses) so that it all leaves in one write; large data is written as it is.
+  auto emit = [&](std::string_view d) {
+    if (d.size() <= kCoalesceLimit && (!out_.empty() || processing_)) out_.append(d);
+    else ok = send(d);
+  };
   switch (ex.framing_) {
     case Framing::None:
       break;
@@ -554,30 +561,20 @@ bool ServerConnection::write_body(ServerExchangeImpl& ex, std::string_view data,
       ex.remaining_ -= data.size();
       [[fallthrough]];
     case Framing::Close:
-      if (data.empty()) break;
-      if (head_pending_ && data.size() <= kCoalesceLimit) {
-        out_.append(data);
-        break;
-      }
-      if (head_pending_) send_out();
-      ok = send(data);
+      if (!data.empty()) emit(data);
       break;
     case Framing::Chunked:
       if (!data.empty()) {
         append_chunk_size(out_, data.size());
-        if (data.size() <= kCoalesceLimit) {
-          out_.append(data);
-        } else {
-          send_out();
-          ok = send(data);
-        }
+        emit(data);
         out_.append("\r\n", 2);
       }
       if (last) out_.append("0\r\n\r\n", 5);
       break;
   }
   if (phase_ == Phase::Closed) return false;
-  if (!out_.empty()) ok = send_out() && ok;
+  // Inside process() the output is flushed once at its end: pipelined answers share a write.
+  if (!out_.empty() && (!processing_ || out_.size() > kCoalesceLimit)) ok = send_out() && ok;
   return ok && !above_high();
 }
 
@@ -622,6 +619,14 @@ void ServerConnection::response_done(ServerExchangeImpl& ex) {
 }
 
 bool ServerConnection::send(std::string_view data) {
+  // Whatever is being assembled goes first: bytes leave in the order they were produced.
+  if (!out_.empty() && !send_out()) {
+    if (phase_ == Phase::Closed) return false;
+  }
+  return write_raw(data);
+}
+
+bool ServerConnection::write_raw(std::string_view data) {
   if (!stream_ || phase_ == Phase::Closed) return false;
   const bool ok = stream_->write(data);
   if (!ok && stream_->write_queue_size() == 0) {
@@ -633,9 +638,8 @@ bool ServerConnection::send(std::string_view data) {
 }
 
 bool ServerConnection::send_out() {
-  head_pending_ = false;
   if (out_.empty()) return !above_high();
-  const bool ok = send(out_);
+  const bool ok = write_raw(out_);
   out_.clear();
   if (out_.capacity() > kOutKeepCapacity) out_.shrink_to_fit();
   return ok;
@@ -647,7 +651,7 @@ void ServerConnection::schedule_flush() {
   loop_.defer([this, alive = std::weak_ptr<char>(alive_)] {
     if (alive.expired()) return;
     flush_scheduled_ = false;
-    if (head_pending_ && phase_ != Phase::Closed) send_out();
+    if (!out_.empty() && phase_ != Phase::Closed) send_out();
   });
 }
 
@@ -672,6 +676,11 @@ void ServerConnection::on_drain() {
 
 StreamPtr ServerConnection::take_upgrade(ServerExchangeImpl& ex, std::string& leftover) {
   if (phase_ != Phase::Upgrade || !upgrade_ready_ || ex.head_written_ || !stream_) return nullptr;
+  // Answers to earlier pipelined requests may still be assembled: they go first.
+  if (!out_.empty()) {
+    send_out();
+    if (phase_ == Phase::Closed) return nullptr;
+  }
   // Detach: our read and drain handlers must never run for the new owner.
   stream_->read_stop();
   stream_->read_start(nullptr);
@@ -735,7 +744,7 @@ void ServerConnection::send_error_and_close(int status, std::string_view detail)
 void ServerConnection::close_graceful() {
   if (phase_ == Phase::Closing || phase_ == Phase::Closed) return;
   if (exchange_) fail_exchange(Error(Errc::Cancelled, "the server closed the connection"));
-  if (head_pending_) send_out();
+  if (!out_.empty()) send_out();
   if (phase_ == Phase::Closed) return;
   phase_ = Phase::Closing;
   parser_dead_ = true;

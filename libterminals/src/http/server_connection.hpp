@@ -158,6 +158,7 @@ class ServerConnection final : private HttpParser::Listener {
   bool write_body(ServerExchangeImpl& ex, std::string_view data, bool last);
   void response_done(ServerExchangeImpl& ex);
   bool send(std::string_view data);
+  bool write_raw(std::string_view data);
   bool send_out();
   void schedule_flush();
   bool above_high() const;
@@ -192,7 +193,8 @@ class ServerConnection final : private HttpParser::Listener {
   std::shared_ptr<ServerExchangeImpl> exchange_;  // the request whose response is in flight
   std::string peer_;
   std::string buffer_;  // bytes read but not parsed yet: pipelined requests, upgrade leftover
-  std::string out_;     // response bytes being assembled: a corked head, chunk framing
+  std::string out_;     // response bytes being assembled: a corked head, chunk framing,
+                        // the answers to pipelined requests parsed from one read
   std::string reject_detail_;
   std::shared_ptr<char> alive_ = std::make_shared<char>();  // for deferred tasks that need `this`
 
@@ -214,7 +216,6 @@ class ServerConnection final : private HttpParser::Listener {
   bool keep_alive_ = true;          // the request allows another one after it
   bool close_after_response_ = false;
   bool response_started_ = false;   // a response head for the current request was queued
-  bool head_pending_ = false;       // out_ holds a head not yet written (corked)
   bool flush_scheduled_ = false;
   bool delivery_scheduled_ = false;
   bool process_scheduled_ = false;
