@@ -637,6 +637,13 @@ TEST_CASE("server: upgrade hands the stream over with the bytes that followed th
   std::string leftover;
   std::string echoed;
   f.start({}, [&](ServerExchangePtr ex) {
+    if (ex->request().target == "/before") {
+      CHECK_FALSE(ex->request().upgrade);
+      std::string unused;
+      CHECK(ex->take_upgrade(unused) == nullptr);
+      ex->respond(200, {}, "first");
+      return;
+    }
     REQUIRE(ex->request().upgrade);
     taken = ex->take_upgrade(leftover);
     REQUIRE(taken);
@@ -651,10 +658,13 @@ TEST_CASE("server: upgrade hands the stream over with the bytes that followed th
     });
   });
   auto c = f.client();
-  c->send("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nEXTRA-BYTES");
+  // A pipelined request first: its answer must leave before the stream changes hands.
+  c->send(get("/before") +
+          "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nEXTRA-BYTES");
   REQUIRE(c->wait_contains("EXTRA-BYTES"));
   CHECK(leftover == "EXTRA-BYTES");
-  CHECK(c->received.rfind("HTTP/1.1 101 Switching Protocols\r\n", 0) == 0);
+  const std::string first = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst";
+  CHECK(c->received.rfind(first + "HTTP/1.1 101 Switching Protocols\r\n", 0) == 0);
   CHECK(f.server->connection_count() == 0);  // the server no longer owns it
   c->send("more");
   REQUIRE(c->wait_contains("EXTRA-BYTESmore"));
