@@ -1327,3 +1327,41 @@ TEST_CASE("files: permission errors map to 403 or 400 like the reference (non-ro
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("unit") {
+
+TEST_CASE("files: operations run concurrently on thread-pool threads without shared state") {
+  test::TempDir dir;
+  test::TempDir tmp;
+  SessionCwdStore store;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::string session = "s" + std::to_string(t);
+      FileOptions options;
+      options.temp_dir = tmp.path();
+      auto ctx = make_file_context(store, dir.path(), session, options);
+      if (!mkdir_p(ctx, session) || !set_cwd(store, ctx, session, session)) ++failures;
+      ctx = make_file_context(store, dir.path(), session, options);
+      for (int i = 0; i < 20; ++i) {
+        std::string name = "f" + std::to_string(i) + ".txt";
+        if (!write_file(ctx, name, "line one\nneedle " + std::to_string(i) + "\n")) ++failures;
+        if (!replace_file_content(ctx, name, {{"one", "1"}})) ++failures;
+        auto r = read_file(ctx, name, 1, 1);
+        if (!r || r->content != "line 1\n") ++failures;
+      }
+      GrepRequest g;
+      g.query = "needle \\d+";
+      auto found = grep_search(ctx, g);
+      if (!found || found->matches.size() != 20) ++failures;
+      auto zip = archive_paths(ctx, {session});
+      if (!zip || zip->entries != 21) ++failures;
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(failures.load() == 0);
+  CHECK(store.size() == 4);
+}
+
+}  // TEST_SUITE
