@@ -631,6 +631,26 @@ TEST_CASE("server: an unread request body is discarded so keep-alive goes on") {
   f.finish();
 }
 
+TEST_CASE("server: an unread body beyond the body limit is not discarded forever: the connection closes") {
+  ServerFixture f;
+  ServerOptions o;
+  o.max_body_bytes = 1000;
+  o.keep_alive_timeout = 0ms;  // disabled: only the body limit may close this connection
+  f.start(o, [&](ServerExchangePtr ex) { ex->respond(200, {}, "early"); });
+  auto c = f.client();
+  c->send("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+  REQUIRE(c->wait([&] { return parse_responses(c->received).size() == 1; }));
+  CHECK_FALSE(c->closed);
+  c->send("1f4\r\n" + std::string(500, 'd') + "\r\n");  // discarded, under the limit
+  test::run_for(*f.loop, 30ms);
+  CHECK_FALSE(c->closed);
+  c->send("1f4\r\n" + std::string(500, 'd') + "\r\n1f4\r\n" + std::string(500, 'd') + "\r\n");
+  REQUIRE(c->wait_closed());
+  CHECK(parse_responses(c->received).size() == 1);  // no second answer: the 200 went out already
+  c.reset();
+  f.finish();
+}
+
 TEST_CASE("server: upgrade hands the stream over with the bytes that followed the head") {
   ServerFixture f;
   StreamPtr taken;

@@ -23,6 +23,7 @@ namespace terminals {
 
 class Loop;
 
+/// Limits and timeouts. A zero timeout disables it.
 struct ServerOptions {
   Endpoint listen;                              ///< where to listen (TCP port 0 picks one)
   std::size_t max_header_bytes = 16 * 1024;     ///< request line + headers; over it: 431

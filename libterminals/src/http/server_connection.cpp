@@ -28,6 +28,11 @@ std::chrono::milliseconds ms(std::uint64_t n) { return std::chrono::milliseconds
 std::uint64_t count(std::chrono::milliseconds d) {
   return d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0;
 }
+// A deadline `d` after `start`; a zero (or negative) timeout disables it.
+constexpr std::uint64_t kNever = ~std::uint64_t{0};
+std::uint64_t after(std::uint64_t start, std::chrono::milliseconds d) {
+  return d.count() > 0 ? start + static_cast<std::uint64_t>(d.count()) : kNever;
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -135,7 +140,7 @@ void ServerConnection::start() {
   reading_ = true;
   phase_ = Phase::Head;
   head_start_ = loop_.now_ms();
-  set_wait(Wait::Head, head_start_ + count(opts_.header_timeout));
+  set_wait(Wait::Head, after(head_start_, opts_.header_timeout));
 }
 
 void ServerConnection::reject(int status, std::string_view detail) {
@@ -165,7 +170,7 @@ void ServerConnection::on_read(Result<std::string_view> r) {
       head_start_ = loop_.now_ms();
       break;
     case Phase::Body:
-      if (wait_ == Wait::Body) deadline_ = loop_.now_ms() + count(opts_.body_idle_timeout);
+      if (wait_ == Wait::Body) deadline_ = after(loop_.now_ms(), opts_.body_idle_timeout);
       break;
     case Phase::Head:
       break;
@@ -395,7 +400,7 @@ void ServerConnection::continue_after_drain() {
     if (!processing_) schedule_process();
   } else {
     phase_ = Phase::Idle;
-    set_wait(Wait::Idle, loop_.now_ms() + count(opts_.keep_alive_timeout));
+    set_wait(Wait::Idle, after(loop_.now_ms(), opts_.keep_alive_timeout));
   }
   update_reading();
   refresh_wait();
@@ -825,12 +830,12 @@ void ServerConnection::refresh_wait() {
     case Phase::Closed:
       return;  // set on entering the phase
     case Phase::Head:
-      if (wait_ != Wait::Head) set_wait(Wait::Head, head_start_ + count(opts_.header_timeout));
+      if (wait_ != Wait::Head) set_wait(Wait::Head, after(head_start_, opts_.header_timeout));
       return;
     case Phase::Body:
       // Only a body we are reading can stall; one the handler paused is the handler's business.
       if (!reading_) wait_ = Wait::None;
-      else if (wait_ != Wait::Body) set_wait(Wait::Body, loop_.now_ms() + count(opts_.body_idle_timeout));
+      else if (wait_ != Wait::Body) set_wait(Wait::Body, after(loop_.now_ms(), opts_.body_idle_timeout));
       return;
     case Phase::Done:
     case Phase::Upgrade:
@@ -844,6 +849,7 @@ void ServerConnection::refresh_wait() {
 void ServerConnection::set_wait(Wait wait, std::uint64_t deadline_ms) {
   wait_ = wait;
   deadline_ = deadline_ms;
+  if (deadline_ms == kNever) return;  // disabled: a timer armed earlier finds nothing due
   if (timer_due_ == 0 || deadline_ms < timer_due_) {
     const std::uint64_t now = loop_.now_ms();
     timer_->start(ms(deadline_ms > now ? deadline_ms - now : 0));
@@ -853,7 +859,7 @@ void ServerConnection::set_wait(Wait wait, std::uint64_t deadline_ms) {
 
 void ServerConnection::on_timer() {
   timer_due_ = 0;
-  if (wait_ == Wait::None || phase_ == Phase::Closed) return;
+  if (wait_ == Wait::None || deadline_ == kNever || phase_ == Phase::Closed) return;
   const std::uint64_t now = loop_.now_ms();
   if (now < deadline_) {
     timer_->start(ms(deadline_ - now));
