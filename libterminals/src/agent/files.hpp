@@ -8,9 +8,9 @@
 //
 // Errors: every failure is a terminals::Error with `source == ErrorSource::Http`, `native` = the
 // HTTP status the reference answers with and `message` = the reference's `detail` text, so the
-// route answers `{"detail": message}` with `http_status(error)`. Codes: 400 InvalidArgument,
-// 403 PolicyDenied, 404 NotFound, 409 AlreadyExists, 413 LimitExceeded, 415 InvalidArgument,
-// 422 InvalidArgument (what FastAPI's validation would have refused), 500 Io.
+// route answers `{"detail": message}` with status `file_error_status(error)`. Codes: 400
+// InvalidArgument, 403 PolicyDenied, 404 NotFound, 409 AlreadyExists, 413 LimitExceeded, 415
+// InvalidArgument, 422 InvalidArgument (what FastAPI's validation would have refused), 500 Io.
 //
 // The agent runs inside the user's own sandbox as that user, so there is no path policy: any
 // path the process can reach is allowed, exactly like single-user Open Terminal. Where the
@@ -74,7 +74,7 @@ enum class PathBase { Cwd, Home };
 /// An Error carrying an HTTP status (see the file comment for the Errc chosen per status).
 Error file_error(int status, std::string detail);
 /// The HTTP status to answer with: `native` for errors made here, else a mapping of the Errc.
-int http_status(const Error& error);
+int file_error_status(const Error& error);
 
 /// Lexical normalisation like Python's os.path.normpath for absolute paths: collapses "//",
 /// "." and ".." (".." at the root stays at the root), drops a trailing "/". Symlinks are not

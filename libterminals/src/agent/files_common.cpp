@@ -34,7 +34,7 @@ Error file_error(int status, std::string detail) {
   return Error(code, std::move(detail), ErrorSource::Http, status);
 }
 
-int http_status(const Error& error) {
+int file_error_status(const Error& error) {
   if (error.source == ErrorSource::Http && error.native >= 400 && error.native <= 599) {
     return error.native;
   }

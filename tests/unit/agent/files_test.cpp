@@ -55,13 +55,13 @@ FileContext context_for(const test::TempDir& dir, std::string cwd = {}) {
 template <class T>
 void check_error(const Result<T>& r, int status, const std::string& detail) {
   REQUIRE_FALSE(r);
-  CHECK(http_status(r.error()) == status);
+  CHECK(file_error_status(r.error()) == status);
   CHECK(r.error().message == detail);
 }
 
 template <class T>
 int status_of(const Result<T>& r) {
-  return r ? 200 : http_status(r.error());
+  return r ? 200 : file_error_status(r.error());
 }
 
 // Names in a directory other than the ones listed (temporary files left behind, for example).
@@ -113,11 +113,11 @@ TEST_CASE("files: error texts follow Python's formats") {
   CHECK(py_repr("caf\xC3\xA9 \xE2\x80\xA8") == "'caf\xC3\xA9 \\u2028'");
   CHECK(os_error_text(ENOENT, "/x") == "[Errno 2] No such file or directory: '/x'");
   CHECK(os_error_text(EXDEV, "/a", "/b") == "[Errno 18] Invalid cross-device link: '/a' -> '/b'");
-  CHECK(http_status(file_error(422, "x")) == 422);
+  CHECK(file_error_status(file_error(422, "x")) == 422);
   CHECK(file_error(404, "x").code == Errc::NotFound);
   CHECK(file_error(409, "x").code == Errc::AlreadyExists);
   CHECK(file_error(413, "x").code == Errc::LimitExceeded);
-  CHECK(http_status(Error(Errc::NotFound, "plain")) == 404);
+  CHECK(file_error_status(Error(Errc::NotFound, "plain")) == 404);
   CHECK(guess_mime_type("/a/B.PNG") == "image/png");
   CHECK(guess_mime_type("x.tar.gz") == "application/gzip");
   CHECK(guess_mime_type(".bashrc") == "application/octet-stream");
