@@ -194,7 +194,15 @@ void ServerConnection::on_read_error(const Error& error) {
       return;
     case Phase::Idle:
     case Phase::Head:
-      close_now();  // nothing in flight; a partial head is simply dropped
+      // Nothing in flight (a partial head is simply dropped), but answers may still be queued
+      // for a client that sent its requests and half-closed.
+      if (eof && stream_ && stream_->write_queue_size() > 0) {
+        peer_eof_ = true;
+        reading_ = false;
+        close_graceful();
+      } else {
+        close_now();
+      }
       return;
     case Phase::Body:
     case Phase::Done:
