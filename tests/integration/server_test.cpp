@@ -1036,6 +1036,33 @@ TEST_CASE("server: a client that pipelines without reading gets no more answers 
   f.finish();
 }
 
+TEST_CASE("server: a client that half-closes after its request still gets the whole answer") {
+  ServerFixture f;
+  const std::string big(32 << 20, 'h');  // more than loopback socket buffers absorb
+  ServerOptions o;
+  o.write_high_watermark = 64 << 20;  // so the connection goes idle with the answer still queued
+  f.start(o, [&](ServerExchangePtr ex) { ex->respond(200, {}, big); });
+  std::atomic<bool> done{false};
+  std::string response;
+  const Endpoint ep = f.endpoint();
+  std::thread client([&] {
+    test::BlockingSocket s(ep);
+    if (s.ok() && s.send_all(get("/half"))) {
+      ::shutdown(s.fd(), SHUT_WR);
+      response = s.read_to_end();
+    }
+    done = true;
+  });
+  const bool finished = test::run_until(*f.loop, [&] { return done.load(); }, 30s);
+  client.join();
+  REQUIRE(finished);
+  auto rs = parse_responses(response, true);
+  REQUIRE(rs.size() == 1);
+  CHECK(rs[0].body.size() == big.size());
+  CHECK(test::run_until(*f.loop, [&] { return f.server->connection_count() == 0; }));
+  f.finish();
+}
+
 TEST_CASE("server: a client that resets during a large response aborts the exchange") {
   ServerFixture f;
   ServerExchangePtr held;
