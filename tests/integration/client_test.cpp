@@ -88,7 +88,8 @@ class Upstream {
                                                       detail::HttpParser::Limits{}, *c);
     Conn* conn = c.get();
     conns.push_back(std::move(c));
-    conn->stream->read_start([this, conn](Result<std::string_view> r) { on_read(conn, std::move(r)); });
+    conn->stream->read_start(
+        [this, conn](Result<std::string_view> r) { on_read(conn, std::move(r)); });
   }
 
   void on_read(Conn* c, Result<std::string_view> r) {
@@ -290,7 +291,7 @@ TEST_CASE("client: a request saying Connection: close is not pooled either") {
   f.check_no_leaks();
 }
 
-TEST_CASE("client: no reuse after an error, a cancel or a body left unread") {
+TEST_CASE("client: no reuse after an error or a cancel or with a body left unread") {
   test::LoopFixture f;
   std::string mode;
   Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [&](Upstream::Conn& c) {
@@ -443,7 +444,7 @@ TEST_CASE("client: idle connections are closed after idle_timeout") {
   f.check_no_leaks();
 }
 
-TEST_CASE("client: content-length, chunked and close-delimited responses") {
+TEST_CASE("client: content-length and chunked and close-delimited responses") {
   test::LoopFixture f;
   std::string reply;
   bool close_after = false;
@@ -489,7 +490,7 @@ TEST_CASE("client: content-length, chunked and close-delimited responses") {
   f.check_no_leaks();
 }
 
-TEST_CASE("client: a connection closed mid-body ends the body with an error, once") {
+TEST_CASE("client: a connection closed mid-body ends the body with an error exactly once") {
   test::LoopFixture f;
   Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [](Upstream::Conn& c) {
     c.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b");
@@ -744,7 +745,9 @@ TEST_CASE("client: a 256 MiB response read with pause/resume keeps memory bounde
   CHECK(pauses >= 7);
   CHECK_FALSE(data_while_paused);
   MESSAGE("RSS growth during 256 MiB: " << (peak - baseline) / 1024 << " KiB");
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's quarantine keeps freed buffers resident
   CHECK(peak - baseline < (48u << 20));
+#endif
   CHECK(client->idle_connection_count() == 1);
   ex.reset();
   resume_timer.reset();
@@ -885,7 +888,8 @@ TEST_CASE("client: a malformed response is UpstreamProtocol") {
   auto client = HttpClient::create(*f.loop);
   SUBCASE("garbage status line") { reply = "SSH-2.0-OpenSSH\r\n\r\n"; }
   SUBCASE("both Content-Length and Transfer-Encoding") {
-    reply = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    reply = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "3\r\nabc\r\n0\r\n\r\n";
   }
   SUBCASE("bad chunk size") {
     reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n";
@@ -901,7 +905,7 @@ TEST_CASE("client: a malformed response is UpstreamProtocol") {
   f.check_no_leaks();
 }
 
-TEST_CASE("client: a head that cannot be sent safely is refused, asynchronously") {
+TEST_CASE("client: a head that cannot be sent safely is refused asynchronously") {
   test::LoopFixture f;
   auto client = HttpClient::create(*f.loop);
   RequestHead head = get();

@@ -3,7 +3,13 @@
 /// @file http_client.hpp
 /// `HttpClient`: the data plane's HTTP/1.1 client. A keep-alive pool per upstream (TCP
 /// host:port or unix socket), streamed bodies both ways, connect and read timeouts, and upgrade
-/// hand-off. A connection returns to the pool only when its exchange ended cleanly.
+/// hand-off. A connection returns to the pool only when its exchange ended cleanly: request
+/// fully sent, response fully read, keep-alive on both sides, no bytes after the response.
+///
+/// A request that fails on a reused connection before any response byte arrived (the server
+/// closed it while it sat idle) is sent once more on a fresh connection, if its method is
+/// idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and it went out whole in one write (no
+/// body, or a body given entirely to `end()` before the head was sent, as `fetch()` does).
 
 #include <chrono>
 #include <cstddef>
@@ -24,12 +30,17 @@ namespace terminals {
 class Loop;
 
 struct ClientOptions {
-  std::chrono::milliseconds connect_timeout{5'000};
-  std::chrono::milliseconds read_timeout{60'000};   ///< no response byte for this long: Timeout
-  std::chrono::milliseconds idle_timeout{30'000};   ///< pooled idle connections are closed after
+  std::chrono::milliseconds connect_timeout{5'000};  ///< 0: no limit
+  /// No byte received for this long while the response is awaited (once the request was sent)
+  /// or its body is being read: `Timeout`. Not counted while the consumer pauses the body.
+  /// 0: no limit.
+  std::chrono::milliseconds read_timeout{60'000};
+  /// Pooled idle connections are closed after this long; 0: never.
+  std::chrono::milliseconds idle_timeout{30'000};
+  /// Idle connections kept per upstream; beyond, the oldest closes. 0: no pooling.
   std::size_t max_idle_per_upstream = 64;
-  std::size_t max_response_header_bytes = 64 * 1024;
-  std::size_t write_high_watermark = 256 * 1024;
+  std::size_t max_response_header_bytes = 64 * 1024;  ///< larger heads are `UpstreamProtocol`
+  std::size_t write_high_watermark = 256 * 1024;   ///< request bytes queued before write() is false
 };
 
 /// One request on the client side. The request body is written with `write()` / `end()`; the
@@ -41,14 +52,22 @@ class TERMINALS_API ClientExchange {
   virtual ~ClientExchange() = default;
 
   /// Sends request body bytes. Returns false above the write high watermark: wait for the
-  /// drain handler. Body framing follows the head: Content-Length if set, else chunked.
+  /// drain handler. Body framing follows the head: Content-Length if set, else chunked. Once
+  /// the exchange is over (failed, cancelled, answered before the body was done) or the body
+  /// is complete, bytes are dropped and true is returned; writing more than the Content-Length
+  /// fails the exchange with `InvalidArgument`.
   virtual bool write(std::string_view data) = 0;
   virtual void set_drain_handler(MoveOnlyFunction<void()> on_drain) = 0;
-  /// Ends the request body.
+  /// Ends the request body (a no-op for requests sent complete). With Content-Length framing
+  /// the body must have exactly that length, else the exchange fails with `InvalidArgument`.
   virtual void end(std::string_view last_data = {}) = 0;
 
-  /// Delivers the response body (call after the head arrived).
+  /// Delivers the response body: usually called from the head callback; body bytes that came
+  /// earlier are kept (one read's worth, reading stops meanwhile) and delivered later, never
+  /// inside this call. `on_end` runs once: success, or the error that cut the body short.
   virtual void read_body(BodyHandlers handlers) = 0;
+  /// Backpressure towards the upstream: no `on_data` until resumed, and the socket is not
+  /// read meanwhile. Safe to call from inside `on_data`.
   virtual void pause_body() = 0;
   virtual void resume_body() = 0;
 
@@ -71,18 +90,22 @@ struct FetchResponse {
 class TERMINALS_API HttpClient {
  public:
   static std::unique_ptr<HttpClient> create(Loop& loop, ClientOptions options = {});
-  /// Closes pooled connections; exchanges in flight complete with `Cancelled`.
+  /// Closes pooled connections; exchanges in flight complete with `Cancelled`. A connect still
+  /// in progress runs to its end (at most `connect_timeout`) and its socket is then closed.
   virtual ~HttpClient() = default;
 
   /// Starts a request to `upstream`. `on_response` runs once with the response head (1xx
   /// interim responses other than 101 are skipped) or the error: `Timeout`, `Io`,
-  /// `UpstreamProtocol`, `Cancelled`. Requests whose method carries no body (GET, HEAD, DELETE
-  /// without Content-Length) are sent complete; others wait for `end()`.
+  /// `UpstreamProtocol`, `Cancelled`, or `InvalidArgument` for a head that cannot be sent
+  /// safely (CR/LF in a value, both Content-Length and Transfer-Encoding). `Host` is added if
+  /// missing ("localhost" for a unix socket). Requests whose method carries no body (GET, HEAD,
+  /// DELETE, OPTIONS, TRACE without Content-Length) are sent complete; others wait for `end()`.
   virtual ClientExchangePtr request(const Endpoint& upstream, RequestHead head,
                                     Callback<ResponseHead> on_response) = 0;
 
-  /// Convenience: sends `body`, reads the whole response up to `max_body` bytes
-  /// (`LimitExceeded` beyond).
+  /// Convenience: sends `body` (with Content-Length, unless it is empty on a method without a
+  /// body), reads the whole response up to `max_body` bytes (`LimitExceeded` beyond, and the
+  /// connection is closed).
   virtual void fetch(const Endpoint& upstream, RequestHead head, std::string body,
                      Callback<FetchResponse> done, std::size_t max_body = 16 << 20) = 0;
 

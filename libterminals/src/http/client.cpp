@@ -118,7 +118,8 @@ ExchangeImpl::~ExchangeImpl() {
   if (client_) client_->unlink(this);
   // Most exchanges end complete; only build an error when something is still pending.
   if (conn_ || on_response_ || (reading_ && !end_delivered_)) {
-    fail(Error(Errc::Cancelled, "request to " + describe() + " cancelled: the exchange was dropped"));
+    fail(Error(Errc::Cancelled,
+               "request to " + describe() + " cancelled: the exchange was dropped"));
   }
 }
 

@@ -86,7 +86,9 @@ Result<RequestPlan> serialize_request(const RequestHead& head, const Endpoint& u
   bool has_te = false;
   for (const auto& h : head.headers) {
     if (!is_token(h.name)) return invalid("header name '" + h.name + "' is not a token");
-    if (has_line_break(h.value)) return invalid("header " + h.name + " has a line break in its value");
+    if (has_line_break(h.value)) {
+      return invalid("header " + h.name + " has a line break in its value");
+    }
     size += h.name.size() + h.value.size() + 4;
     if (iequals(h.name, "host")) {
       has_host = true;
