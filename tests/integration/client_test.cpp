@@ -973,6 +973,48 @@ TEST_CASE("client: destroying the client cancels every exchange in flight") {
   f.check_no_leaks();
 }
 
+TEST_CASE("client: the exchange or the client may be dropped from inside their own callbacks") {
+  test::LoopFixture f;
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [](Upstream::Conn& c) {
+    c.send(chunked_response({"one", "two", "three"}) + chunked_response({"x"}));
+  });
+  auto client = HttpClient::create(*f.loop);
+  SUBCASE("last exchange reference dropped in on_data") {
+    ClientExchangePtr ex;
+    int data_calls = 0;
+    std::optional<Status> end;
+    ex = client->request(up.endpoint(), get(), [&](Result<ResponseHead> r) {
+      REQUIRE(r);
+      ex->read_body({[&](std::string_view) {
+                       ++data_calls;
+                       ex.reset();  // the exchange is freed once this callback returns
+                     },
+                     [&](Status s) { end.emplace(std::move(s)); }});
+    });
+    CHECK(test::run_until(*f.loop, [&] { return end.has_value(); }));
+    CHECK(data_calls == 1);
+    CHECK(code_of(*end) == Errc::Cancelled);
+  }
+  SUBCASE("client destroyed in on_end, after its connection went back to the pool") {
+    bool ended = false;
+    Recorder rec;
+    rec.exchange = client->request(up.endpoint(), get(), [&](Result<ResponseHead> r) {
+      REQUIRE(r);
+      rec.exchange->read_body({[](std::string_view) {}, [&](Status s) {
+                                 CHECK(s);
+                                 client.reset();
+                                 ended = true;
+                               }});
+    });
+    CHECK(test::run_until(*f.loop, [&] { return ended; }));
+    rec.exchange.reset();
+  }
+  CHECK(test::run_until(*f.loop, [&] { return up.eofs() == 1; }));
+  client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
 TEST_CASE("client: fetch refuses bodies over max_body") {
   test::LoopFixture f;
   std::string reply;

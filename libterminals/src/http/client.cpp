@@ -57,7 +57,7 @@ StreamPtr Connection::take_stream() {
 
 void Connection::on_read(Result<std::string_view> r) {
   if (owner_) {
-    auto keep = owner_->shared_from_this();
+    ExchangeImpl::Guard keep(owner_->shared_from_this());
     owner_->on_conn_read(std::move(r));
     return;
   }
@@ -69,7 +69,7 @@ void Connection::on_read(Result<std::string_view> r) {
 void Connection::on_timer() {
   timer_armed_ = false;
   if (owner_) {
-    auto keep = owner_->shared_from_this();
+    ExchangeImpl::Guard keep(owner_->shared_from_this());
     owner_->on_read_timer();
     return;
   }
@@ -78,7 +78,7 @@ void Connection::on_timer() {
 
 void Connection::on_drain() {
   if (owner_) {
-    auto keep = owner_->shared_from_this();
+    ExchangeImpl::Guard keep(owner_->shared_from_this());
     owner_->on_conn_drain();
   }
 }
@@ -149,7 +149,7 @@ void ExchangeImpl::start(RequestHead&& head) {
 void ExchangeImpl::connect() {
   Stream::connect(loop_, upstream_, options_.connect_timeout,
                   [w = weak_from_this()](Result<StreamPtr> r) {
-                    if (auto self = w.lock()) self->on_connected(std::move(r));
+                    if (auto self = w.lock()) Guard(std::move(self))->on_connected(std::move(r));
                   });
 }
 
@@ -184,7 +184,8 @@ void ExchangeImpl::schedule_flush() {
   if (flush_scheduled_) return;
   flush_scheduled_ = true;
   loop_.defer([w = weak_from_this()] {
-    if (auto self = w.lock()) {
+    if (auto locked = w.lock()) {
+      Guard self(std::move(locked));
       self->flush_scheduled_ = false;
       self->flush(true);
     }
@@ -205,6 +206,7 @@ void ExchangeImpl::flush(bool may_call_user) {
   if (may_call_user && want_drain_ && !above_watermark()) {
     want_drain_ = false;
     if (drain_) drain_();
+    check_abandoned();
   }
 }
 
@@ -300,6 +302,7 @@ void ExchangeImpl::on_conn_drain() {
   if (failed_ || !want_drain_ || !out_.empty()) return;
   want_drain_ = false;
   if (drain_) drain_();
+  check_abandoned();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,14 +391,20 @@ bool ExchangeImpl::on_head(ResponseHead&& head) {
   }
   replay_.clear();
   arm_read_timer();
-  if (auto cb = std::move(on_response_)) cb(std::move(head));
+  if (auto cb = std::move(on_response_)) {
+    cb(std::move(head));
+    check_abandoned();
+  }
   return is_head_;
 }
 
 void ExchangeImpl::on_body(std::string_view data) {
   if (failed_) return;
   if (reading_ && !paused_ && pending_.empty() && !dispatch_scheduled_) {
-    if (body_.on_data) body_.on_data(data);
+    if (body_.on_data) {
+      body_.on_data(data);
+      check_abandoned();
+    }
   } else {
     // At most one read's worth: reading stops until the consumer is ready again.
     pending_.append(data);
@@ -423,6 +432,7 @@ void ExchangeImpl::finish_response(bool clean) {
     // Answered before the request body was done: let the producer finish; its bytes are dropped.
     want_drain_ = false;
     if (drain_) drain_();
+    check_abandoned();
   }
   dispatch_body();
 }
@@ -436,7 +446,10 @@ void ExchangeImpl::on_upgrade(std::string_view rest) {
   end_ready_ = true;
   end_status_ = Status{};
   auto cb = std::move(on_response_);
-  if (cb && upgrade_head_) cb(std::move(*upgrade_head_));
+  if (cb && upgrade_head_) {
+    cb(std::move(*upgrade_head_));
+    check_abandoned();  // an upgrade not taken closes with the exchange
+  }
 }
 
 StreamPtr ExchangeImpl::take_upgrade(std::string& leftover) {
@@ -492,7 +505,8 @@ void ExchangeImpl::schedule_dispatch() {
   if (dispatch_scheduled_ || !reading_) return;
   dispatch_scheduled_ = true;
   loop_.defer([w = weak_from_this()] {
-    if (auto self = w.lock()) {
+    if (auto locked = w.lock()) {
+      Guard self(std::move(locked));
       self->dispatch_scheduled_ = false;
       self->dispatch_body();
     }
@@ -505,6 +519,7 @@ void ExchangeImpl::dispatch_body() {
       std::string chunk = std::move(pending_);
       pending_.clear();
       if (body_.on_data) body_.on_data(chunk);
+      check_abandoned();
       continue;
     }
     if (end_ready_ && !end_delivered_) {
@@ -560,6 +575,16 @@ void ExchangeImpl::on_read_timer() {
     return;
   }
   fail(Error(Errc::Timeout, describe() + " sent nothing for " + std::to_string(timeout) + " ms"));
+}
+
+void ExchangeImpl::check_abandoned() {
+  // Only the library's own temporary references are left: the user dropped the exchange from
+  // inside a callback. That must act as the destructor would, now, not once the event is over
+  // (the rest of the read buffer would otherwise still reach callbacks whose state is gone).
+  if (!failed_ && weak_from_this().use_count() <= guards_) {
+    fail(Error(Errc::Cancelled,
+               "request to " + describe() + " cancelled: the exchange was dropped"));
+  }
 }
 
 void ExchangeImpl::cancel() {

@@ -126,6 +126,22 @@ class ExchangeImpl final : public ClientExchange,
   /// The client is going away: fail with Cancelled and forget it.
   void client_destroyed();
 
+  /// A strong reference held by the library while it runs code on the exchange (an event, a
+  /// deferred task), counted so that a user dropping theirs can be told apart.
+  class Guard {
+   public:
+    explicit Guard(std::shared_ptr<ExchangeImpl> self) : self_(std::move(self)) {
+      ++self_->guards_;
+    }
+    ~Guard() { --self_->guards_; }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+    ExchangeImpl* operator->() const { return self_.get(); }
+
+   private:
+    std::shared_ptr<ExchangeImpl> self_;
+  };
+
  private:
   friend class Connection;
   friend class ClientImpl;
@@ -152,6 +168,7 @@ class ExchangeImpl final : public ClientExchange,
   void dispatch_body();
   void schedule_dispatch();
   void update_reading();
+  void check_abandoned();
   void arm_read_timer();
   void disarm_read_timer();
   std::string describe() const;
@@ -197,6 +214,7 @@ class ExchangeImpl final : public ClientExchange,
   bool finished_ = false;          // the response was fully read (or handed over)
   bool failed_ = false;
 
+  long guards_ = 0;                // live Guards (the library's own references)
   ExchangeImpl* prev_ = nullptr;   // the client's list of live exchanges
   ExchangeImpl* next_ = nullptr;
 };
