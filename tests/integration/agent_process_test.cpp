@@ -148,7 +148,7 @@ TEST_CASE("agent process: echo hello prints its output and exits 0") {
   f.close();
 }
 
-TEST_CASE("agent process: the child gets only its terminal, default signals and its own session") {
+TEST_CASE("agent process: the child gets only its terminal / default signals and its own session") {
   // What the agent may have set up: servers ignore SIGPIPE.
   struct sigaction ign {}, old {};
   ign.sa_handler = SIG_IGN;
@@ -173,7 +173,7 @@ TEST_CASE("agent process: the child gets only its terminal, default signals and 
   f.close();
 }
 
-TEST_CASE("agent process: exit codes follow Popen, negative for a signal") {
+TEST_CASE("agent process: exit codes follow Popen / negative for a signal") {
   Fixture f;
   CHECK(f.run("exit 3").exit_code == 3);
   CHECK(f.run("kill -9 $$").exit_code == -9);
@@ -270,7 +270,7 @@ TEST_CASE("agent process: output pages by absolute offset; tail keeps next_offse
   f.close();
 }
 
-TEST_CASE("agent process: a bounded store drops the oldest output, indices stay absolute") {
+TEST_CASE("agent process: a bounded store drops the oldest output / indices stay absolute") {
   ProcessManagerOptions options;
   options.max_output_bytes = 64 * 1024;
   Fixture f(options);
@@ -427,7 +427,7 @@ TEST_CASE("agent process: 50 concurrent commands all complete with their own out
   f.close();
 }
 
-TEST_CASE("agent process: wait_for_exit times out as running, never completes synchronously") {
+TEST_CASE("agent process: wait_for_exit times out as running / never completes synchronously") {
   Fixture f;
   auto p = f.start("sleep 1000");
   std::optional<Result<ProcessInfo>> short_wait, long_wait, unknown, zero;
@@ -536,7 +536,7 @@ struct Consumer {
 
 }  // namespace
 
-TEST_CASE("agent pty: a session runs a shell that echoes, resizes and dies on destroy") {
+TEST_CASE("agent pty: a session runs a shell that echoes / resizes and dies on destroy") {
   ::setenv("OPEN_TERMINAL_API_KEY", "sekrit-session", 1);
   SessionFixture f;
   test::TempDir dir;

@@ -304,7 +304,7 @@ TEST_CASE("curl: GET over a unix socket (Docker style)") {
   CHECK(out.calls == 1);
 }
 
-TEST_CASE("curl: GET over TCP 127.0.0.1, error statuses are responses, connections are reused") {
+TEST_CASE("curl: GET over TCP 127.0.0.1 / error statuses are responses / connections are reused") {
   test::LoopFixture f;
   RawServer server(*f.loop, Endpoint::tcp("127.0.0.1", 0),
                    [](RawServer::Conn&, const Request& r) -> std::optional<std::string> {
@@ -326,7 +326,7 @@ TEST_CASE("curl: GET over TCP 127.0.0.1, error statuses are responses, connectio
   CHECK(server.accepted == 1);  // keep-alive: the second request reused the connection
 }
 
-TEST_CASE("curl: POST, PUT and DELETE send body and headers as given") {
+TEST_CASE("curl: POST / PUT and DELETE send body and headers as given") {
   test::LoopFixture f;
   RawServer server(*f.loop, Endpoint::tcp("127.0.0.1", 0), answer_with(response(201, "created")));
   auto multi = make_multi(*f.loop);
@@ -692,7 +692,7 @@ TEST_CASE("curl: destroying the CurlMulti with transfers in flight cancels each 
   f.check_no_leaks();
 }
 
-TEST_CASE("curl: callbacks never run inside perform(), even for immediate errors") {
+TEST_CASE("curl: callbacks never run inside perform() / even for immediate errors") {
   test::LoopFixture f;
   auto multi = make_multi(*f.loop);
   Outcome bad_method, bad_header, bad_url, refused;
@@ -755,7 +755,7 @@ TEST_CASE("curl: transfers started from done and from on_data callbacks run") {
   CHECK(stream_done.ok());
 }
 
-TEST_CASE("curl: a stream without a body still gets its head, before done") {
+TEST_CASE("curl: a stream without a body still gets its head / before done") {
   test::LoopFixture f;
   RawServer server(*f.loop, Endpoint::tcp("127.0.0.1", 0), answer_with(response(204, "")));
   auto multi = make_multi(*f.loop);
@@ -769,7 +769,7 @@ TEST_CASE("curl: a stream without a body still gets its head, before done") {
   CHECK(order == std::vector<std::string>{"head 204", "done 204"});
 }
 
-TEST_CASE("curl: transfers keep an owned loop running, an idle multi pins no loop") {
+TEST_CASE("curl: transfers keep an owned loop running / an idle multi pins no loop") {
   // A listening POSIX socket that never accepts: the kernel completes the handshake and
   // queues the request, so only the transfer's timeout ends it.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

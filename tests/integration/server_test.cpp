@@ -87,7 +87,7 @@ TEST_CASE("server: keep-alive carries two requests on one connection") {
   f.finish();
 }
 
-TEST_CASE("server: pipelined requests are answered in order, even when the first answers late") {
+TEST_CASE("server: pipelined requests are answered in order / even when the first answers late") {
   ServerFixture f;
   std::vector<std::string> dispatched;
   ServerExchangePtr first;
@@ -118,7 +118,7 @@ TEST_CASE("server: pipelined requests are answered in order, even when the first
   f.finish();
 }
 
-TEST_CASE("server: chunked request body streamed in, chunked response streamed out") {
+TEST_CASE("server: chunked request body streamed in / chunked response streamed out") {
   ServerFixture f;
   std::vector<std::string> pieces;
   bool body_ok = false;
@@ -248,7 +248,7 @@ TEST_CASE("server: a 1 GiB request body streams through with bounded memory") {
   f.finish();
 }
 
-TEST_CASE("server: a client that stops reading gets backpressure: write() false, then drain") {
+TEST_CASE("server: a client that stops reading gets backpressure: write() false / then drain") {
   ServerFixture f;
   constexpr std::size_t kChunk = 64 * 1024;
   constexpr std::uint64_t kTotal = 128ull << 20;
@@ -492,7 +492,7 @@ TEST_CASE("server: beyond max_connections new connections get 503 and are closed
   f.finish();
 }
 
-TEST_CASE("server: malformed requests get 400 with Connection: close, then the connection closes") {
+TEST_CASE("server: malformed requests get 400 with Connection: close / then the connection closes") {
   ServerFixture f;
   int handled = 0;
   std::vector<Error> body_errors;
@@ -536,7 +536,7 @@ TEST_CASE("server: malformed requests get 400 with Connection: close, then the c
   f.finish();
 }
 
-TEST_CASE("server: a client that closes mid-body aborts the exchange once, without a crash") {
+TEST_CASE("server: a client that closes mid-body aborts the exchange once / without a crash") {
   ServerFixture f;
   ServerExchangePtr held;
   std::optional<Error> body_error;
@@ -596,7 +596,7 @@ TEST_CASE("server: Expect: 100-continue is answered when the handler reads the b
   f.finish();
 }
 
-TEST_CASE("server: Expect: 100-continue refused: no 100, the answer closes the connection") {
+TEST_CASE("server: Expect: 100-continue refused: no 100 / the answer closes the connection") {
   ServerFixture f;
   f.start({}, [&](ServerExchangePtr ex) { ex->respond(401, {}, "no"); });
   auto c = f.client();
@@ -709,7 +709,7 @@ TEST_CASE("server: an upgrade the handler declines is answered and the connectio
   f.finish();
 }
 
-TEST_CASE("server: HTTP/1.0 gets a close-delimited body, or keep-alive when it asks and the length is known") {
+TEST_CASE("server: HTTP/1.0 gets a close-delimited body / or keep-alive when it asks and the length is known") {
   ServerFixture f;
   f.start({}, [&](ServerExchangePtr ex) {
     CHECK(ex->request().http_minor == 0);
@@ -741,7 +741,7 @@ TEST_CASE("server: HTTP/1.0 gets a close-delimited body, or keep-alive when it a
   f.finish();
 }
 
-TEST_CASE("server: HEAD, 204 and 304 responses carry no body") {
+TEST_CASE("server: HEAD / 204 and 304 responses carry no body") {
   ServerFixture f;
   f.start({}, [&](ServerExchangePtr ex) {
     const auto& t = ex->request().target;
@@ -767,7 +767,7 @@ TEST_CASE("server: HEAD, 204 and 304 responses carry no body") {
   f.finish();
 }
 
-TEST_CASE("server: unix socket with mode 0600, stale socket replaced, live one refused") {
+TEST_CASE("server: unix socket with mode 0600 / stale socket replaced / live one refused") {
   test::TempDir dir;
   const std::string path = dir.file("srv.sock");
   {
@@ -896,7 +896,7 @@ TEST_CASE("server: destroying the server aborts exchanges in flight and leaks no
   f.check_no_leaks();
 }
 
-TEST_CASE("server: requests split at random points, or fed a byte at a time, parse the same") {
+TEST_CASE("server: requests split at random points / or fed a byte at a time / parse the same") {
   ServerFixture f;
   f.start({}, [&](ServerExchangePtr ex) {
     auto body = std::make_shared<std::string>();

@@ -149,7 +149,7 @@ TEST_CASE("files: UTF-8 validation and splitlines match Python") {
   CHECK(files::utf8_prefix("\xC3\xA9t\xC3\xA9", 2) == "\xC3\xA9t");
 }
 
-TEST_CASE("files: list_files sorts, types, sizes and skips what stat refuses") {
+TEST_CASE("files: list_files sorts / types / sizes and skips what stat refuses") {
   test::TempDir dir;
   auto ctx = context_for(dir);
   put(dir.file("b.txt"), "12345");
@@ -226,7 +226,7 @@ TEST_CASE("files: read_file text with UTF-8 line ranges") {
   CHECK(read_file(sub, "x.md").value().content == "# hi\n");
 }
 
-TEST_CASE("files: read_file binary: images as bytes, other types 415, size cap 413") {
+TEST_CASE("files: read_file binary: images as bytes / other types 415 / size cap 413") {
   test::TempDir dir;
   auto ctx = context_for(dir);
   std::string png = "\x89PNG\r\n\x1a\n" + random_bytes(3 << 20, 1);
@@ -258,7 +258,7 @@ TEST_CASE("files: read_file binary: images as bytes, other types 415, size cap 4
               "File too large: " + std::to_string(png.size()) + " bytes (limit 1024 bytes)");
 }
 
-TEST_CASE("files: display, view and serve") {
+TEST_CASE("files: display / view and serve") {
   test::TempDir dir;
   auto ctx = context_for(dir, dir.file("sub"));
   put(dir.file("sub/a.html"), "<p>");
@@ -287,7 +287,7 @@ TEST_CASE("files: display, view and serve") {
   check_error(serve_file(ctx, "no/such/file"), 404, "File not found");
 }
 
-TEST_CASE("files: write_file creates parents, keeps modes, writes through links") {
+TEST_CASE("files: write_file creates parents / keeps modes / writes through links") {
   test::TempDir dir;
   auto ctx = context_for(dir, dir.file("cwd"));
   fs::create_directory(dir.file("cwd"));
@@ -475,7 +475,7 @@ TEST_CASE("files: move_path conflicts and errors") {
   CHECK(status_of(move_path(ctx, "d", "d/inside")) == 400);  // into itself
 }
 
-TEST_CASE("files: session cwd store has a sliding TTL, a cap and is thread-safe") {
+TEST_CASE("files: session cwd store has a sliding TTL / a cap and is thread-safe") {
   auto now = SessionCwdStore::Clock::time_point{};
   SessionCwdStore::Limits limits;
   limits.ttl = std::chrono::seconds(100);
@@ -706,7 +706,7 @@ TEST_CASE("files: fnmatch follows Python's fnmatchcase") {
   CHECK_FALSE(fnmatch_match("", "a"));
 }
 
-TEST_CASE("files: grep_search regex, literal, case, include, limits and errors") {
+TEST_CASE("files: grep_search regex / literal / case / include / limits and errors") {
   test::TempDir dir;
   const std::string root = dir.path();
   put(dir.file("a.py"), "def foo():\n    return 1\n");
@@ -816,7 +816,7 @@ TEST_CASE("files: grep_search regex, literal, case, include, limits and errors")
   CHECK(timed->truncated);
 }
 
-TEST_CASE("files: glob_search patterns, types, excludes and symlinks") {
+TEST_CASE("files: glob_search patterns / types / excludes and symlinks") {
   test::TempDir dir;
   put(dir.file("a.py"), "12");
   put(dir.file("b.txt"), "");
@@ -1001,7 +1001,7 @@ bool have_unzip() { return std::system("command -v unzip >/dev/null 2>&1") == 0;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("files: multipart upload, fed whole, byte by byte and split at every awkward place") {
+TEST_CASE("files: multipart upload / fed whole / byte by byte and split at every awkward place") {
   test::TempDir dir;
   auto ctx = context_for(dir, dir.file("not-used-for-upload"));
   const std::string payload = tricky_payload(300 * 1024, 7);

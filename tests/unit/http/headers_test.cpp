@@ -6,7 +6,7 @@ using namespace terminals;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("headers: case-insensitive lookup, set, remove, tokens") {
+TEST_CASE("headers: case-insensitive lookup / set / remove / tokens") {
   Headers h;
   h.add("Content-Type", "text/plain");
   h.add("connection", "keep-alive, Upgrade");

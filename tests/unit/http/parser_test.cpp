@@ -167,7 +167,7 @@ TEST_CASE("parser: upgrade stops at the end of the head and reports the leftover
   CHECK(r.requests[0].upgrade);
 }
 
-TEST_CASE("parser: responses: framing, HEAD, interim 100, 101 upgrade, close-delimited") {
+TEST_CASE("parser: responses: framing / HEAD / interim 100 / 101 upgrade / close-delimited") {
   {
     Recorder r;
     HttpParser p(HttpParser::Kind::Response, {}, r);

@@ -10,7 +10,7 @@ using namespace terminals::detail;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("router: literals, parameters, rest-of-path, methods, order") {
+TEST_CASE("router: literals / parameters / rest-of-path / methods / order") {
   Router<std::string> r;
   r.add("GET", "/health", "health");
   r.add("GET", "/execute/{id}/status", "status");
@@ -44,7 +44,7 @@ TEST_CASE("router: literals, parameters, rest-of-path, methods, order") {
   CHECK(strict.match("DELETE", "/execute/a/b").outcome == Router<int>::Outcome::NotFound);
 }
 
-TEST_CASE("url: percent decoding, query parsing, null dropping") {
+TEST_CASE("url: percent decoding / query parsing / null dropping") {
   CHECK(percent_decode("/home/a%20b").value() == "/home/a b");
   CHECK(percent_decode("a+b", true).value() == "a b");
   CHECK(percent_decode("a+b").value() == "a+b");

@@ -7,7 +7,7 @@ using namespace terminals::detail;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("server wire: status lines, headers, chunk sizes") {
+TEST_CASE("server wire: status lines / headers / chunk sizes") {
   std::string out;
   append_status_line(out, 200, {});
   append_status_line(out, 404, "Nope");
@@ -25,7 +25,7 @@ TEST_CASE("server wire: status lines, headers, chunk sizes") {
   CHECK(out == "Content-Type: text/plain\r\n1f4\r\n0\r\n18446744073709551615");
 }
 
-TEST_CASE("server wire: framing headers, unsafe headers, content-length parsing") {
+TEST_CASE("server wire: framing headers / unsafe headers / content-length parsing") {
   CHECK(is_framing_header("Connection"));
   CHECK(is_framing_header("keep-alive"));
   CHECK(is_framing_header("CONTENT-LENGTH"));

@@ -13,7 +13,7 @@ TEST_CASE("websocket: accept key from RFC 6455") {
   CHECK(websocket_accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 }
 
-TEST_CASE("websocket: frames round-trip at every length class, masked and unmasked") {
+TEST_CASE("websocket: frames round-trip at every length class / masked and unmasked") {
   for (std::size_t n : {std::size_t(0), std::size_t(5), std::size_t(125), std::size_t(126),
                         std::size_t(65535), std::size_t(65536), std::size_t(200000)}) {
     CAPTURE(n);
@@ -36,7 +36,7 @@ TEST_CASE("websocket: frames round-trip at every length class, masked and unmask
   }
 }
 
-TEST_CASE("websocket: protocol violations are errors, not crashes") {
+TEST_CASE("websocket: protocol violations are errors / not crashes") {
   // Unmasked from a client.
   CHECK_FALSE(ws_decode_frame(ws_encode_frame(WsOpcode::Text, "x"), 100, true));
   // Reserved bit.

@@ -7,7 +7,7 @@ using namespace terminals::detail;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("json: parse, typed lookups and clear errors") {
+TEST_CASE("json: parse / typed lookups and clear errors") {
   auto doc = parse_json(R"({"command":"ls","wait":1.5,"n":3,"ok":true,"extra":{}})");
   REQUIRE(doc);
   CHECK(json_string(*doc, "command").value() == "ls");

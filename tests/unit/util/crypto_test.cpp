@@ -9,7 +9,7 @@ using namespace terminals::detail;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("crypto: random keys are unique, of the right size and alphabet") {
+TEST_CASE("crypto: random keys are unique / of the right size and alphabet") {
   std::set<std::string> seen;
   for (int i = 0; i < 200; ++i) {
     auto t = random_token(32).value();
@@ -22,7 +22,7 @@ TEST_CASE("crypto: random keys are unique, of the right size and alphabet") {
   CHECK(random_hex(3).value().size() == 6);
 }
 
-TEST_CASE("crypto: constant-time comparison, digests and base64 against known vectors") {
+TEST_CASE("crypto: constant-time comparison / digests and base64 against known vectors") {
   CHECK(constant_time_equals("secret", "secret"));
   CHECK_FALSE(constant_time_equals("secret", "secreT"));
   CHECK_FALSE(constant_time_equals("secret", "secret2"));

@@ -11,7 +11,7 @@ using namespace terminals;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("result: value, error, void and error_code interop") {
+TEST_CASE("result: value / error / void and error_code interop") {
   Result<int> ok = 42;
   CHECK(ok);
   CHECK(ok.value() == 42);
@@ -37,7 +37,7 @@ TEST_CASE("result: value, error, void and error_code interop") {
   CHECK(*p == 3);
 }
 
-TEST_CASE("move-only function: owns move-only state, small and large captures, reset") {
+TEST_CASE("move-only function: owns move-only state / small and large captures / reset") {
   auto owned = std::make_unique<int>(5);
   MoveOnlyFunction<int(int)> f = [p = std::move(owned)](int x) { return *p + x; };
   CHECK(f(1) == 6);

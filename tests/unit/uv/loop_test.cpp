@@ -13,7 +13,7 @@ using namespace std::chrono_literals;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("loop: defer runs in the next iteration, never synchronously") {
+TEST_CASE("loop: defer runs in the next iteration / never synchronously") {
   test::LoopFixture f;
   int ran = 0;
   f.loop->defer([&] { ++ran; });
@@ -30,7 +30,7 @@ TEST_CASE("loop: defer runs in the next iteration, never synchronously") {
   f.check_no_leaks();
 }
 
-TEST_CASE("loop: post from many threads runs every task on the loop thread, in order per thread") {
+TEST_CASE("loop: post from many threads runs every task on the loop thread / in order per thread") {
   test::LoopFixture f;
   constexpr int kThreads = 4, kPerThread = 2000;
   std::vector<std::vector<int>> seen(kThreads);
@@ -72,7 +72,7 @@ TEST_CASE("loop: stop() from another thread makes run() return") {
   stopper.join();
 }
 
-TEST_CASE("loop: run() returns when nothing is left, and tasks dropped at destruction free their state") {
+TEST_CASE("loop: run() returns when nothing is left / and tasks dropped at destruction free their state") {
   auto loop = Loop::create().value();
   auto token = std::make_shared<int>(1);
   std::weak_ptr<int> watch = token;

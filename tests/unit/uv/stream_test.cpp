@@ -69,7 +69,7 @@ TEST_CASE("stream: echo over TCP loopback with half-close") {
   echo_roundtrip(f, Endpoint::tcp("127.0.0.1", 0));
 }
 
-TEST_CASE("stream: echo over a unix socket created with mode 0600, stale socket replaced") {
+TEST_CASE("stream: echo over a unix socket created with mode 0600 / stale socket replaced") {
   test::LoopFixture f;
   test::TempDir dir;
   std::string path = dir.file("s.sock");
@@ -96,7 +96,7 @@ TEST_CASE("stream: echo over a unix socket created with mode 0600, stale socket 
   echo_roundtrip(f, Endpoint::unix_socket(path));
 }
 
-TEST_CASE("stream: connect errors are reported once, asynchronously, with a reason") {
+TEST_CASE("stream: connect errors are reported once / asynchronously / with a reason") {
   test::LoopFixture f;
   test::TempDir dir;
   int calls = 0;
@@ -166,7 +166,7 @@ TEST_CASE("stream: connect times out against a TCP listener whose accept queue i
   f.check_no_leaks();
 }
 
-TEST_CASE("stream: write backpressure: false above the high watermark, drain below the low one") {
+TEST_CASE("stream: write backpressure: false above the high watermark / drain below the low one") {
   test::LoopFixture f;
   std::vector<StreamPtr> server_side;
   auto l = Listener::create(*f.loop, Endpoint::tcp("127.0.0.1", 0), {}, [&](Result<StreamPtr> s) {
@@ -230,7 +230,7 @@ TEST_CASE("stream: closing with queued writes cancels their callbacks exactly on
   f.check_no_leaks();
 }
 
-TEST_CASE("stream: peer reset mid-read ends reading with one error, read_stop pauses delivery") {
+TEST_CASE("stream: peer reset mid-read ends reading with one error / read_stop pauses delivery") {
   test::LoopFixture f;
   std::vector<StreamPtr> server_side;
   auto l = Listener::create(*f.loop, Endpoint::tcp("127.0.0.1", 0), {}, [&](Result<StreamPtr> s) {
