@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "agent/files_internal.hpp"
+#include "util/text.hpp"
 
 namespace terminals::detail {
 
@@ -291,21 +292,7 @@ std::string py_repr(std::string_view s) {
       out += "\\r";
     } else if (py_printable(cp)) {
       // Re-encode the code point (cheaper than tracking the source span).
-      if (cp < 0x80) {
-        out += static_cast<char>(cp);
-      } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      }
+      append_utf8(out, cp);
     } else {
       if (cp < 0x100) {
         std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(cp));

@@ -9,6 +9,7 @@
 
 #include "agent/pty.hpp"
 #include "util/crypto.hpp"
+#include "util/text.hpp"
 
 namespace terminals::detail {
 
@@ -101,41 +102,16 @@ std::string Utf8Decoder::finish() {
 
 namespace {
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Reads exactly `digits` hex digits at `pos`; -1 if there are not that many.
 long read_hex(std::string_view t, std::size_t pos, int digits) {
   if (pos + static_cast<std::size_t>(digits) > t.size()) return -1;
   long v = 0;
   for (int k = 0; k < digits; ++k) {
-    int h = hex_value(t[pos + static_cast<std::size_t>(k)]);
+    int h = hex_digit_value(t[pos + static_cast<std::size_t>(k)]);
     if (h < 0) return -1;
     v = v * 16 + h;
   }
   return v;
-}
-
-void append_utf8(std::string& out, unsigned long cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 }  // namespace

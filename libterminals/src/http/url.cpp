@@ -3,17 +3,9 @@
 #include <algorithm>
 
 #include "terminals/http.hpp"
+#include "util/text.hpp"
 
 namespace terminals::detail {
-
-namespace {
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-}  // namespace
 
 Result<std::string> percent_decode(std::string_view in, bool plus_as_space) {
   std::string out;
@@ -24,7 +16,7 @@ Result<std::string> percent_decode(std::string_view in, bool plus_as_space) {
       if (i + 2 >= in.size()) {
         return Error(Errc::InvalidArgument, "truncated percent-escape in URL");
       }
-      int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+      int hi = hex_digit_value(in[i + 1]), lo = hex_digit_value(in[i + 2]);
       if (hi < 0 || lo < 0) return Error(Errc::InvalidArgument, "invalid percent-escape in URL");
       out.push_back(static_cast<char>(hi * 16 + lo));
       i += 2;
