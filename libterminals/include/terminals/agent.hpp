@@ -1,0 +1,56 @@
+#pragma once
+
+/// @file agent.hpp
+/// `Agent`: the HTTP server behind `terminals-cli agent`, compatible with Open Terminal's API.
+/// It runs inside the user's sandbox, as that user, and serves the service routes (/health,
+/// /api/config, /system) and the file routes (/files/*) on one `Server`.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "terminals/endpoint.hpp"
+#include "terminals/export.hpp"
+#include "terminals/function.hpp"
+#include "terminals/result.hpp"
+
+namespace terminals {
+
+class Loop;
+
+/// How the agent listens and whom it lets in.
+struct AgentOptions {
+  /// Where to listen (TCP port 0 picks a free port; see `Agent::local_endpoint`).
+  Endpoint listen;
+  /// The bearer key every route except /health and /api/config requires. Compared in
+  /// constant time. Must be non-empty unless `no_auth` is set.
+  std::string api_key;
+  /// Serve every route without a key. Only for a socket nobody else can reach.
+  bool no_auth = false;
+  /// The directory relative paths resolve against (Open Terminal's start directory). Empty
+  /// means the process's current directory.
+  std::string home;
+  /// The largest JSON request body accepted; a larger one gets 413.
+  std::uint64_t max_json_body_bytes = 64ull << 20;
+};
+
+class TERMINALS_API Agent {
+ public:
+  /// Binds and starts serving on `loop`. `InvalidArgument` for an empty key without `no_auth`
+  /// or a home that is not a directory; otherwise the errors of `Server::create`.
+  static Result<std::unique_ptr<Agent>> create(Loop& loop, AgentOptions options);
+
+  /// Closes the listener and every connection at once.
+  virtual ~Agent() = default;
+
+  /// The bound endpoint, with the real port when 0 was asked for.
+  virtual Endpoint local_endpoint() const = 0;
+  /// Stops accepting, lets requests in flight finish for up to `grace`, then calls `done`
+  /// (never synchronously).
+  virtual void shutdown(std::chrono::milliseconds grace, Callback<void> done) = 0;
+};
+
+using AgentPtr = std::unique_ptr<Agent>;
+
+}  // namespace terminals

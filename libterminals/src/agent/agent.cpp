@@ -1,0 +1,209 @@
+// Agent: the Open Terminal-compatible HTTP server of `terminals-cli agent`. One Server, one
+// Router; authentication, routing and body reading here, the routes in agent_routes_*.cpp.
+
+#include "terminals/agent.hpp"
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+#include <utility>
+
+#include "agent/agent_internal.hpp"
+#include "json/json.hpp"
+#include "terminals/loop.hpp"
+#include "util/crypto.hpp"
+
+namespace terminals {
+
+namespace detail {
+
+void send_json(ServerExchange& ex, int status, std::string_view body) {
+  ex.respond(status, Headers{{"Content-Type", "application/json"}}, body);
+}
+
+void send_detail(ServerExchange& ex, int status, std::string_view message) {
+  send_json(ex, status, detail_json(message));
+}
+
+void send_error(ServerExchange& ex, const Error& error) {
+  send_detail(ex, file_error_status(error), error.message);
+}
+
+namespace {
+
+// A short description of where commands run, for GET /system.
+std::string system_prompt() {
+  std::string os = "Linux";
+  std::string kernel;
+  std::string arch;
+  std::string host;
+  struct utsname u {};
+  if (::uname(&u) == 0) {
+    os = u.sysname;
+    kernel = u.release;
+    arch = u.machine;
+    host = u.nodename;
+  }
+  std::string user;
+  if (const struct passwd* pw = ::getpwuid(::geteuid())) user = pw->pw_name;
+  const char* shell = std::getenv("SHELL");
+  std::string prompt = "You have a terminal on " + os;
+  if (!kernel.empty()) prompt += " (kernel " + kernel + ", " + arch + ")";
+  if (!host.empty()) prompt += " named " + host;
+  prompt += ".";
+  if (!user.empty()) prompt += " Commands run as the user " + user + ".";
+  prompt += " The shell is ";
+  prompt += shell && *shell ? shell : "/bin/sh";
+  prompt += ". Use the file tools to read and change files and the command tool to run programs.";
+  return prompt;
+}
+
+bool is_open_route(std::string_view method, std::string_view path) {
+  return (method == "GET" || method == "HEAD") && (path == "/health" || path == "/api/config");
+}
+
+class AgentImpl final : public Agent {
+ public:
+  AgentImpl(Loop& loop, AgentOptions options, std::string home)
+      : loop_(loop), options_(std::move(options)), alive_(std::make_shared<bool>(true)) {
+    state_.home = std::move(home);
+    add_service_routes();
+    add_file_routes(router_, state_);
+  }
+  ~AgentImpl() override { *alive_ = false; }
+
+  Status start() {
+    ServerOptions so;
+    so.listen = options_.listen;
+    so.max_body_bytes = options_.max_json_body_bytes;
+    auto server = Server::create(loop_, std::move(so), [this](ServerExchangePtr ex) {
+      handle(std::move(ex));
+    });
+    if (!server) return std::move(server).error();
+    server_ = std::move(server).value();
+    return {};
+  }
+
+  Endpoint local_endpoint() const override { return server_->local_endpoint(); }
+
+  void shutdown(std::chrono::milliseconds grace, Callback<void> done) override {
+    server_->shutdown(grace, std::move(done));
+  }
+
+ private:
+  void add_service_routes() {
+    router_.add("GET", "/health", {false, [](AgentRequest& r) {
+                  send_json(*r.exchange, 200, R"({"status":"ok"})");
+                }});
+    router_.add("GET", "/api/config", {false, [](AgentRequest& r) {
+                  send_json(*r.exchange, 200,
+                            R"({"features":{"terminal":true,"notebooks":false,"system":true}})");
+                }});
+    router_.add("GET", "/system", {false, [](AgentRequest& r) {
+                  send_json(*r.exchange, 200,
+                            JsonWriter().object().field("prompt", system_prompt()).end_object().take());
+                }});
+  }
+
+  bool authorized(const RequestHead& head) const {
+    if (options_.no_auth) return true;
+    auto value = head.headers.get("Authorization");
+    if (!value) return false;
+    std::string_view v = *value;
+    if (v.size() < 7 || !iequals(v.substr(0, 7), "Bearer ")) return false;
+    v.remove_prefix(7);
+    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+    return constant_time_equals(v, options_.api_key);
+  }
+
+  void handle(ServerExchangePtr ex) {
+    const RequestHead& head = ex->request();
+    auto path = percent_decode(head.path());
+    if (!path) {
+      send_detail(*ex, 400, "Malformed path");
+      return;
+    }
+    if (!is_open_route(head.method, *path) && !authorized(head)) {
+      send_detail(*ex, 401, "Invalid API key");
+      return;
+    }
+    auto query = Query::parse(head.query());
+    if (!query) {
+      send_detail(*ex, 400, "Malformed query string");
+      return;
+    }
+    query->drop_null_values();
+    auto match = router_.match(head.method, *path);
+    if (match.outcome == AgentRouter::Outcome::NotFound) {
+      send_detail(*ex, 404, "Not Found");
+      return;
+    }
+    if (match.outcome == AgentRouter::Outcome::MethodNotAllowed) {
+      send_detail(*ex, 405, "Method Not Allowed");
+      return;
+    }
+    auto request = std::make_shared<AgentRequest>();
+    request->exchange = ex;
+    request->params = std::move(match.params);
+    request->query = std::move(query).value();
+    AgentRoute* route = match.handler;  // routes live as long as the agent
+    if (!route->needs_body) {
+      route->handler(*request);
+      return;
+    }
+    std::weak_ptr<bool> alive = alive_;
+    ex->read_body(BodyHandlers{
+        [request](std::string_view chunk) { request->body.append(chunk); },
+        [request, route, alive](Status status) {
+          auto token = alive.lock();
+          if (!token || !*token || request->exchange->ended()) return;
+          if (!status) {
+            // Past the cap the server already answered 413; other failures mean the client
+            // is gone or sent garbage.
+            if (status.error().code == Errc::InvalidArgument) {
+              send_detail(*request->exchange, 400, "Malformed request body");
+            }
+            return;
+          }
+          route->handler(*request);
+        }});
+  }
+
+  Loop& loop_;
+  AgentOptions options_;
+  AgentState state_;
+  AgentRouter router_;
+  ServerPtr server_;
+  std::shared_ptr<bool> alive_;
+};
+
+}  // namespace
+
+}  // namespace detail
+
+Result<std::unique_ptr<Agent>> Agent::create(Loop& loop, AgentOptions options) {
+  if (options.api_key.empty() && !options.no_auth) {
+    return Error(Errc::InvalidArgument,
+                 "the agent needs an API key (or no_auth to serve without authentication)");
+  }
+  std::string home = options.home;
+  if (home.empty() || home.front() != '/') {
+    char buf[4096];
+    if (!::getcwd(buf, sizeof buf)) return Error(Errc::Io, "cannot determine the current directory");
+    home = home.empty() ? std::string(buf) : std::string(buf) + "/" + home;
+  }
+  home = detail::normalize_path(home);
+  struct stat st {};
+  if (::stat(home.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Error(Errc::InvalidArgument, "agent home '" + home + "' is not a directory");
+  }
+  auto agent = std::make_unique<detail::AgentImpl>(loop, std::move(options), std::move(home));
+  if (auto started = agent->start(); !started) return std::move(started).error();
+  return std::unique_ptr<Agent>(std::move(agent));
+}
+
+}  // namespace terminals
