@@ -50,6 +50,7 @@ void print_version_line(std::ostream& out);
 int usage_error(Io io, std::string_view command, std::string_view message);
 
 // The commands (one cmd_<name>.cpp each).
+extern const Command agent_command;
 extern const Command help_command;
 extern const Command version_command;
 

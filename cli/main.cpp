@@ -19,6 +19,7 @@ namespace {
 const Command* const kCommands[] = {
     &help_command,
     &version_command,
+    &agent_command,
 };
 
 bool is_help_flag(std::string_view a) { return a == "-h" || a == "--help"; }

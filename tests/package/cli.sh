@@ -48,6 +48,13 @@ expect 2 "" "no command given" --
 expect 2 "" "unexpected argument 'extra'" -- version extra
 expect 2 "" "terminals-cli version --help" -- version --short --json
 expect 2 "" "'nope' is not a terminals-cli command" -- help nope
+expect 0 "^  agent +Serve the Open Terminal" "" -- --help
+expect 0 "^Usage: terminals-cli agent" "" -- agent --help
+expect 0 "OPEN_TERMINAL_API_KEY_FILE" "" -- help agent
+expect 2 "" "unexpected argument 'extra'" -- agent extra
+expect 2 "" "bad --listen" -- agent --listen nonsense --no-auth
+unset OPEN_TERMINAL_API_KEY OPEN_TERMINAL_API_KEY_FILE
+expect 2 "" "no API key" -- agent
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed"

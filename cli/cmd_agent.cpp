@@ -1,0 +1,219 @@
+// terminals-cli agent: serves the Open Terminal-compatible API (terminals::Agent) until
+// SIGINT or SIGTERM.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <terminals/agent.hpp>
+#include <terminals/loop.hpp>
+
+#include "commands.hpp"
+
+namespace terminals::cli {
+
+namespace {
+
+constexpr std::string_view kHelp = R"(Usage: terminals-cli agent [--listen ENDPOINT] [--api-key KEY | --no-auth] [--home DIR]
+
+Serves the Open Terminal-compatible HTTP API (health, config, system prompt and file routes)
+from inside a sandbox, as the user it runs as. Every route except GET /health and
+GET /api/config requires "Authorization: Bearer KEY". Runs until SIGINT or SIGTERM, then lets
+requests in flight finish (up to 5 seconds) and exits.
+
+Options:
+      --listen ENDPOINT   Where to listen: tcp://HOST:PORT, HOST:PORT or unix:/path
+                          (default tcp://127.0.0.1:8000)
+      --api-key KEY       The bearer key clients must send (visible in the process list:
+                          prefer the environment variables below)
+      --home DIR          The directory relative paths resolve against (default: the current
+                          directory)
+      --no-auth           Serve without any key. Anyone who can reach the socket gets full
+                          control of this user's files; use only on a private unix socket
+  -h, --help              Show this help
+
+Environment variables:
+  OPEN_TERMINAL_API_KEY        The bearer key, when --api-key is not given
+  OPEN_TERMINAL_API_KEY_FILE   A file holding the bearer key (trailing whitespace is ignored);
+                               setting it together with OPEN_TERMINAL_API_KEY is an error
+
+Without a key from one of these sources, and without --no-auth, the agent refuses to start.
+
+Examples:
+  OPEN_TERMINAL_API_KEY=s3cret terminals-cli agent --listen tcp://127.0.0.1:8000
+  OPEN_TERMINAL_API_KEY_FILE=/run/secrets/key terminals-cli agent --listen unix:/run/agent.sock
+  terminals-cli agent --listen unix:/tmp/agent.sock --no-auth --home /work
+)";
+
+constexpr std::string_view kName = "agent";
+
+int g_signal_pipe[2] = {-1, -1};
+
+void on_signal(int) {
+  int saved = errno;
+  char byte = 1;
+  [[maybe_unused]] auto n = ::write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+std::optional<std::string> env(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+std::string trim_right(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) {
+    s.pop_back();
+  }
+  return s;
+}
+
+int run(Args args, Io io) {
+  std::string listen = "tcp://127.0.0.1:8000";
+  std::optional<std::string> key;
+  std::string home;
+  bool no_auth = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string_view a = args[i];
+    auto value = [&]() -> std::optional<std::string> {
+      if (i + 1 >= args.size()) return std::nullopt;
+      return std::string(args[++i]);
+    };
+    if (a == "--listen" || a == "--api-key" || a == "--home") {
+      auto v = value();
+      if (!v) return usage_error(io, kName, std::string(a) + " needs a value");
+      if (a == "--listen") listen = *v;
+      else if (a == "--api-key") key = *v;
+      else home = *v;
+    } else if (a.starts_with("--listen=")) {
+      listen = std::string(a.substr(9));
+    } else if (a.starts_with("--api-key=")) {
+      key = std::string(a.substr(10));
+    } else if (a.starts_with("--home=")) {
+      home = std::string(a.substr(7));
+    } else if (a == "--no-auth") {
+      no_auth = true;
+    } else {
+      return usage_error(io, kName, "unexpected argument '" + std::string(a) + "'");
+    }
+  }
+
+  auto endpoint = Endpoint::parse(listen);
+  if (!endpoint) return usage_error(io, kName, "bad --listen: " + endpoint.error().message);
+
+  if (!key) {
+    auto from_env = env("OPEN_TERMINAL_API_KEY");
+    auto from_file = env("OPEN_TERMINAL_API_KEY_FILE");
+    if (from_env && from_file) {
+      return usage_error(io, kName,
+                         "OPEN_TERMINAL_API_KEY and OPEN_TERMINAL_API_KEY_FILE are both set; "
+                         "set only one");
+    }
+    if (from_env) {
+      key = *from_env;
+    } else if (from_file) {
+      std::ifstream in(*from_file, std::ios::binary);
+      if (!in) {
+        io.err << kProgram << " agent: cannot read OPEN_TERMINAL_API_KEY_FILE '" << *from_file
+               << "'\n";
+        return kExitFailure;
+      }
+      key = trim_right(std::string(std::istreambuf_iterator<char>(in), {}));
+    }
+  }
+  if (key && key->empty()) key.reset();
+  if (no_auth && key) return usage_error(io, kName, "--no-auth and an API key are exclusive");
+  if (!no_auth && !key) {
+    return usage_error(io, kName,
+                       "no API key: pass --api-key, set OPEN_TERMINAL_API_KEY or "
+                       "OPEN_TERMINAL_API_KEY_FILE, or use --no-auth");
+  }
+
+  auto loop = Loop::create();
+  if (!loop) {
+    io.err << kProgram << " agent: " << loop.error().to_string() << '\n';
+    return kExitFailure;
+  }
+  AgentOptions options;
+  options.listen = *endpoint;
+  options.api_key = key.value_or("");
+  options.no_auth = no_auth;
+  options.home = home;
+  auto agent = Agent::create(**loop, std::move(options));
+  if (!agent) {
+    io.err << kProgram << " agent: " << agent.error().to_string() << '\n';
+    return kExitFailure;
+  }
+  if (no_auth) {
+    io.err << "WARNING: --no-auth: every request is served WITHOUT authentication. Anyone who\n"
+              "WARNING: can reach " << (*agent)->local_endpoint().to_string()
+           << " controls this user's files.\n";
+  }
+  io.out << "terminals-cli agent listening on " << (*agent)->local_endpoint().to_string()
+         << std::endl;
+
+  Loop& l = **loop;
+  Agent& a = **agent;
+  // SIGINT and SIGTERM write a byte to a pipe (the only thing a handler may safely do); a
+  // thread waits on the pipe and asks the loop, through the thread-safe post(), to shut down.
+  if (::pipe(g_signal_pipe) != 0) {
+    io.err << kProgram << " agent: cannot create a pipe\n";
+    return kExitFailure;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_int {}, old_term {};
+  ::sigaction(SIGINT, &sa, &old_int);
+  ::sigaction(SIGTERM, &sa, &old_term);
+  std::atomic<bool> stopped{false};
+  std::thread waiter([&] {
+    char byte = 0;
+    while (::read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    if (stopped.load()) return;
+    l.post([&] {
+      a.shutdown(std::chrono::seconds(5), [&](Status) { l.stop(); });
+    });
+  });
+  Status ran = l.run();
+  stopped.store(true);
+  on_signal(0);  // wakes the waiter if no signal came
+  waiter.join();
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+  ::close(g_signal_pipe[0]);
+  ::close(g_signal_pipe[1]);
+  agent->reset();
+  (void)l.run_nowait();
+  io.out << "terminals-cli agent stopped" << std::endl;
+  if (!ran) {
+    io.err << kProgram << " agent: " << ran.error().to_string() << '\n';
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+const Command agent_command = {
+    "agent",
+    "Serve the Open Terminal-compatible API from inside a sandbox",
+    kHelp,
+    run,
+};
+
+}  // namespace terminals::cli
