@@ -104,4 +104,69 @@ TEST_CASE("agent routes: an empty key is refused without no_auth") {
   f.check_no_leaks();
 }
 
+TEST_CASE("agent routes: file routes") {
+  AgentFixture f;
+  const std::string home = f.home.path();
+
+  auto written = f.fetch("POST", "/files/write", R"({"path":"dir/a.txt","content":"one\ntwo\n"})");
+  CHECK(written.head.status == 200);
+  CHECK(written.body == R"({"path":")" + home + R"(/dir/a.txt","size":8})");
+
+  auto read = f.fetch("GET", "/files/read?path=dir%2Fa.txt&start_line=2");
+  CHECK(read.head.status == 200);
+  CHECK(read.body == R"({"path":")" + home + R"(/dir/a.txt","total_lines":2,"content":"two\n"})");
+  CHECK(f.fetch("GET", "/files/read?path=nope.txt").head.status == 404);
+  CHECK(f.fetch("GET", "/files/read").head.status == 422);
+  CHECK(f.fetch("GET", "/files/read?path=dir/a.txt&start_line=x").head.status == 422);
+
+  auto list = f.fetch("GET", "/files/list?directory=dir");
+  CHECK(list.head.status == 200);
+  CHECK(list.body.find(R"({"dir":")" + home + R"(/dir","entries":[{"name":"a.txt","type":"file","size":8,)") == 0);
+  auto missing_dir = f.fetch("GET", "/files/list?directory=nope");
+  CHECK(missing_dir.head.status == 404);
+  CHECK(missing_dir.body == R"({"detail":"Directory not found"})");
+
+  auto display = f.fetch("GET", "/files/display?path=dir/a.txt");
+  CHECK(display.body == R"({"path":")" + home + R"(/dir/a.txt","exists":true})");
+
+  auto made = f.fetch("POST", "/files/mkdir", R"({"path":"x/y"})");
+  CHECK(made.head.status == 200);
+  CHECK(made.body == R"({"path":")" + home + R"(/x/y"})");
+
+  auto moved = f.fetch("POST", "/files/move", R"({"source":"dir/a.txt","destination":"x/b.txt"})");
+  CHECK(moved.head.status == 200);
+  CHECK(moved.body == R"({"source":")" + home + R"(/dir/a.txt","destination":")" + home + R"(/x/b.txt"})");
+  auto collide = f.fetch("POST", "/files/move", R"({"source":"x/b.txt","destination":"x/y"})");
+  CHECK(collide.head.status == 409);
+  CHECK(collide.body == R"({"detail":"Destination already exists"})");
+  CHECK(f.fetch("POST", "/files/move", R"({"source":"gone","destination":"z"})").head.status == 404);
+
+  auto deleted = f.fetch("DELETE", "/files/delete?path=x");
+  CHECK(deleted.head.status == 200);
+  CHECK(deleted.body == R"({"path":")" + home + R"(/x","type":"directory"})");
+  auto delete_missing = f.fetch("DELETE", "/files/delete?path=x");
+  CHECK(delete_missing.head.status == 404);
+  CHECK(delete_missing.body == R"({"detail":"Path not found"})");
+
+  auto bad_json = f.fetch("POST", "/files/write", "{not json");
+  CHECK(bad_json.head.status == 422);
+  CHECK(bad_json.body.find(R"({"detail":")") == 0);
+  CHECK(f.fetch("POST", "/files/write", R"({"path":"a"})").head.status == 422);
+  CHECK(f.fetch("POST", "/files/mkdir", "[1]").head.status == 422);
+  CHECK(f.fetch("GET", "/files/write").head.status == 405);
+  CHECK(f.fetch("GET", "/files/list", {}, std::nullopt).head.status == 401);
+
+  Headers session{{"X-Session-Id", "chat-1"}};
+  auto set = f.fetch("POST", "/files/cwd", R"({"path":"dir"})", std::string(kKey), session);
+  CHECK(set.head.status == 200);
+  CHECK(set.body == R"({"cwd":")" + home + R"(/dir"})");
+  auto cwd = f.fetch("GET", "/files/cwd", {}, std::string(kKey), session);
+  CHECK(cwd.head.status == 200);
+  CHECK(cwd.body.find(R"({"cwd":")" + home + R"(/dir","home":")" + home + R"(")") == 0);
+  auto plain = f.fetch("GET", "/files/cwd");
+  CHECK(plain.body.find(R"({"cwd":")" + home + R"(",)") == 0);
+  CHECK(f.fetch("POST", "/files/cwd", R"({"path":"nope"})", std::string(kKey), session).head.status == 404);
+  f.finish();
+}
+
 }  // TEST_SUITE
