@@ -2,6 +2,7 @@
 # the package to install.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv>=1.44)   # libuv1-dev
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)     # libpcre2-dev (grep_search regexes)
 find_package(CURL 7.80 REQUIRED)                                 # libcurl4-openssl-dev
 find_package(OpenSSL 3 REQUIRED)                                 # libssl-dev
 find_package(RapidJSON REQUIRED)                                 # rapidjson-dev

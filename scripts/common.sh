@@ -6,8 +6,8 @@ JOBS=${JOBS:-$(nproc)}
 export DEBIAN_FRONTEND=noninteractive
 
 # What building libterminals needs (the library, terminals-cli, the examples).
-BUILD_PACKAGES=(cmake make g++ pkg-config libuv1-dev node-llhttp libcurl4-openssl-dev
-                rapidjson-dev libssl-dev openssl)
+BUILD_PACKAGES=(cmake make g++ pkg-config libuv1-dev libpcre2-dev node-llhttp
+                libcurl4-openssl-dev rapidjson-dev libssl-dev openssl)
 
 _t0=$(date +%s)
 log() { printf '[%s +%ss] %s\n' "${0##*/}" "$(($(date +%s) - _t0))" "$*"; }

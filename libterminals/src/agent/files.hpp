@@ -244,18 +244,20 @@ struct GrepResult {
 /// (Python's universal newlines). `truncated` is only true when at least one more match
 /// existed (the reference also set it when exactly max_results matched).
 ///
-/// Regex dialect: our own linear-time engine (files_regex.hpp) for the Python `re` subset
-/// models use - literals, . [] [^] ranges, \d \w \s \D \W \S \b \B, ^ $ \A \Z, groups ( )
-/// (?: ) (?P<n> ), |, * + ? {n,m} (lazy and possessive forms accepted), inline flags (?a)
-/// (?i) (?s) (?m) (?u). Look-around and back-references are refused with 400 "Invalid regex:
-/// ...". Cost is O(line length x pattern size) and the time budget is checked inside a line,
-/// so long lines are safe; options.grep_max_line_bytes still bounds the per-line work.
-/// std::regex was measured and rejected: libstdc++'s default engine overflowed an 8 MiB stack
-/// on a 64 KiB line of "a" with ".*foo", and its polynomial mode is still quadratic per line
-/// (1.4 s for one 8 KiB line with "\w+\s*=\s*\d+;"). Case-insensitivity folds ASCII,
-/// Latin-1, Latin Extended-A, Greek and Cyrillic; \w is ASCII word characters plus every
-/// non-ASCII letter-ish code point (an approximation of Unicode \w). Errors: 404 "Search path
-/// not found"; 400 "Invalid regex: <reason> at position <n>"; 422 for max_results out of range.
+/// Regex dialect: PCRE2 (libpcre2-8, Debian libpcre2-dev), compiled with PCRE2_UTF | PCRE2_UCP
+/// (| PCRE2_CASELESS for case_insensitive) and JIT-compiled where available. Its syntax is close
+/// to Python `re`: (?P<n>...), (?P=n), look-ahead/behind, back-references, inline flags, Unicode
+/// \w \d \s \b and Unicode case folding all work. Differences from Python remain at the edges
+/// (e.g. PCRE2's \Z also matches before a final newline, which a line never has; Python-only
+/// escapes like \N{...} and {,n} differ). A case-insensitive literal search uses PCRE2_LITERAL;
+/// a case-sensitive one is a plain substring search. Each line's match is bounded by
+/// pcre2_set_match_limit and pcre2_set_depth_limit (and the JIT's stack): a line on which PCRE2
+/// gives up (PCRE2_ERROR_MATCHLIMIT, _DEPTHLIMIT, _JIT_STACKLIMIT) counts as not matching, so a
+/// catastrophic pattern like "(a*)*[bc]" costs a few milliseconds per line instead of hanging.
+/// options.grep_max_line_bytes bounds the per-line work and the time budget is checked between
+/// lines. std::regex was measured and rejected (stack overflow on a 64 KiB line with ".*foo";
+/// quadratic per line). Errors: 404 "Search path not found"; 400 "Invalid regex: <PCRE2
+/// message> at position <n>" (n in characters); 422 for max_results out of range.
 Result<GrepResult> grep_search(const FileContext& ctx, const GrepRequest& request);
 
 struct GlobRequest {
