@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <cstdlib>
 #include <memory>
@@ -31,6 +32,46 @@ void send_detail(ServerExchange& ex, int status, std::string_view message) {
 
 void send_error(ServerExchange& ex, const Error& error) {
   send_detail(ex, file_error_status(error), error.message);
+}
+
+namespace {
+
+struct Job {
+  uv_work_t req{};
+  std::shared_ptr<AgentState> state;
+  std::shared_ptr<AgentRequest> request;
+  MoveOnlyFunction<Responder()> work;
+  Responder respond;
+};
+
+}  // namespace
+
+void run_off_loop(const std::shared_ptr<AgentState>& state, AgentRequest& request,
+                  MoveOnlyFunction<Responder()> work) {
+  auto job = std::make_unique<Job>();
+  job->state = state;
+  job->request = request.shared_from_this();
+  job->work = std::move(work);
+  job->req.data = job.get();
+  int rc = uv_queue_work(
+      state->loop->native(), &job->req,
+      [](uv_work_t* req) {
+        auto* j = static_cast<Job*>(req->data);
+        j->respond = j->work();
+      },
+      [](uv_work_t* req, int status) {
+        std::unique_ptr<Job> j(static_cast<Job*>(req->data));
+        auto alive = j->state->alive.lock();
+        if (status != 0 || !alive || !*alive || !j->respond) return;
+        j->respond(*j->request);
+      });
+  if (rc != 0) {
+    // The pool refused the job: do the work here rather than fail the request.
+    Responder respond = job->work();
+    if (respond) respond(*job->request);
+    return;
+  }
+  job.release();  // freed in the after-work callback
 }
 
 namespace {
@@ -69,8 +110,13 @@ bool is_open_route(std::string_view method, std::string_view path) {
 class AgentImpl final : public Agent {
  public:
   AgentImpl(Loop& loop, AgentOptions options, std::string home)
-      : loop_(loop), options_(std::move(options)), alive_(std::make_shared<bool>(true)) {
-    state_.home = std::move(home);
+      : loop_(loop),
+        options_(std::move(options)),
+        state_(std::make_shared<AgentState>()),
+        alive_(std::make_shared<bool>(true)) {
+    state_->loop = &loop;
+    state_->alive = alive_;
+    state_->home = std::move(home);
     add_service_routes();
     add_file_routes(router_, state_);
   }
@@ -175,7 +221,7 @@ class AgentImpl final : public Agent {
 
   Loop& loop_;
   AgentOptions options_;
-  AgentState state_;
+  std::shared_ptr<AgentState> state_;
   AgentRouter router_;
   ServerPtr server_;
   std::shared_ptr<bool> alive_;

@@ -1,8 +1,9 @@
 // The agent's /files/* routes: parse the request, call the file layer (files.hpp), answer with
 // the reference's JSON field names, or {"detail"} with the status the file layer chose.
 //
-// TODO: these calls block the loop thread while the file system works (a slow disk or a huge
-// directory stalls every connection). Move them to the thread pool with uv_queue_work.
+// Parsing and validation happen on the loop thread; the file system calls run on libuv's thread
+// pool (run_off_loop), so a slow disk or a huge directory does not stall other connections.
+// GET /files/cwd only reads the in-memory session map and stays on the loop.
 
 #include <charconv>
 #include <cstdint>
@@ -75,8 +76,8 @@ void send_path(AgentRequest& r, const Result<PathResult>& result, const char* ke
 
 }  // namespace
 
-void add_file_routes(AgentRouter& router, AgentState& state) {
-  AgentState* s = &state;
+void add_file_routes(AgentRouter& router, const std::shared_ptr<AgentState>& state) {
+  std::shared_ptr<AgentState> s = state;
 
   router.add("GET", "/files/cwd", {false, [s](AgentRequest& r) {
                CwdInfo info = get_cwd(context(*s, r));
@@ -93,19 +94,29 @@ void add_file_routes(AgentRouter& router, AgentState& state) {
                if (!doc) return;
                auto path = required_string(r, *doc, "path");
                if (!path) return;
-               send_path(r, set_cwd(s->cwds, context(*s, r), session_id(r), *path), "cwd");
+               run_off_loop(s, r, [s, ctx = context(*s, r), id = std::string(session_id(r)),
+                                   p = std::string(*path)]() -> Responder {
+                 return [res = set_cwd(s->cwds, ctx, id, p)](AgentRequest& q) {
+                   send_path(q, res, "cwd");
+                 };
+               });
              }});
 
   router.add("GET", "/files/list", {false, [s](AgentRequest& r) {
-               auto listing = list_files(context(*s, r), r.query.get("directory").value_or("."));
-               if (!listing) return send_error(*r.exchange, listing.error());
-               JsonWriter w;
-               w.object().field("dir", listing->dir).key("entries").array();
-               for (const DirEntry& e : listing->entries) {
-                 w.object().field("name", e.name).field("type", e.type).field("size", e.size)
-                     .field("modified", e.modified).end_object();
-               }
-               send_json(*r.exchange, 200, w.end_array().end_object().take());
+               run_off_loop(s, r, [ctx = context(*s, r),
+                                   dir = std::string(r.query.get("directory").value_or("."))]()
+                                      -> Responder {
+                 return [listing = list_files(ctx, dir)](AgentRequest& q) {
+                   if (!listing) return send_error(*q.exchange, listing.error());
+                   JsonWriter w;
+                   w.object().field("dir", listing->dir).key("entries").array();
+                   for (const DirEntry& e : listing->entries) {
+                     w.object().field("name", e.name).field("type", e.type).field("size", e.size)
+                         .field("modified", e.modified).end_object();
+                   }
+                   send_json(*q.exchange, 200, w.end_array().end_object().take());
+                 };
+               });
              }});
 
   router.add("GET", "/files/read", {false, [s](AgentRequest& r) {
@@ -116,27 +127,34 @@ void add_file_routes(AgentRouter& router, AgentState& state) {
                if (!ok) return;
                auto end = int_query(r, "end_line", ok);
                if (!ok) return;
-               auto read = read_file(context(*s, r), *path, start, end);
-               if (!read) return send_error(*r.exchange, read.error());
-               if (read->kind == ReadResult::Kind::Binary) {
-                 r.exchange->respond(200, Headers{{"Content-Type", read->content_type}},
-                                     read->content);
-                 return;
-               }
-               send_json(*r.exchange, 200,
-                         JsonWriter().object().field("path", read->path)
-                             .field("total_lines", read->total_lines)
-                             .field("content", read->content).end_object().take());
+               run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path), start,
+                                   end]() -> Responder {
+                 return [read = read_file(ctx, p, start, end)](AgentRequest& q) {
+                   if (!read) return send_error(*q.exchange, read.error());
+                   if (read->kind == ReadResult::Kind::Binary) {
+                     q.exchange->respond(200, Headers{{"Content-Type", read->content_type}},
+                                         read->content);
+                     return;
+                   }
+                   send_json(*q.exchange, 200,
+                             JsonWriter().object().field("path", read->path)
+                                 .field("total_lines", read->total_lines)
+                                 .field("content", read->content).end_object().take());
+                 };
+               });
              }});
 
   router.add("GET", "/files/display", {false, [s](AgentRequest& r) {
                auto path = required_query(r, "path");
                if (!path) return;
-               auto shown = display_file(context(*s, r), *path);
-               if (!shown) return send_error(*r.exchange, shown.error());
-               send_json(*r.exchange, 200,
-                         JsonWriter().object().field("path", shown->path)
-                             .field("exists", shown->exists).end_object().take());
+               run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path)]() -> Responder {
+                 return [shown = display_file(ctx, p)](AgentRequest& q) {
+                   if (!shown) return send_error(*q.exchange, shown.error());
+                   send_json(*q.exchange, 200,
+                             JsonWriter().object().field("path", shown->path)
+                                 .field("exists", shown->exists).end_object().take());
+                 };
+               });
              }});
 
   router.add("POST", "/files/write", {true, [s](AgentRequest& r) {
@@ -146,11 +164,15 @@ void add_file_routes(AgentRouter& router, AgentState& state) {
                if (!path) return;
                auto content = required_string(r, *doc, "content");
                if (!content) return;
-               auto written = write_file(context(*s, r), *path, *content);
-               if (!written) return send_error(*r.exchange, written.error());
-               send_json(*r.exchange, 200,
-                         JsonWriter().object().field("path", written->path)
-                             .field("size", written->size).end_object().take());
+               run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path),
+                                   c = std::string(*content)]() -> Responder {
+                 return [written = write_file(ctx, p, c)](AgentRequest& q) {
+                   if (!written) return send_error(*q.exchange, written.error());
+                   send_json(*q.exchange, 200,
+                             JsonWriter().object().field("path", written->path)
+                                 .field("size", written->size).end_object().take());
+                 };
+               });
              }});
 
   router.add("POST", "/files/mkdir", {true, [s](AgentRequest& r) {
@@ -158,17 +180,22 @@ void add_file_routes(AgentRouter& router, AgentState& state) {
                if (!doc) return;
                auto path = required_string(r, *doc, "path");
                if (!path) return;
-               send_path(r, mkdir_p(context(*s, r), *path), "path");
+               run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path)]() -> Responder {
+                 return [res = mkdir_p(ctx, p)](AgentRequest& q) { send_path(q, res, "path"); };
+               });
              }});
 
   router.add("DELETE", "/files/delete", {false, [s](AgentRequest& r) {
                auto path = required_query(r, "path");
                if (!path) return;
-               auto deleted = delete_path(context(*s, r), *path);
-               if (!deleted) return send_error(*r.exchange, deleted.error());
-               send_json(*r.exchange, 200,
-                         JsonWriter().object().field("path", deleted->path)
-                             .field("type", deleted->type).end_object().take());
+               run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path)]() -> Responder {
+                 return [deleted = delete_path(ctx, p)](AgentRequest& q) {
+                   if (!deleted) return send_error(*q.exchange, deleted.error());
+                   send_json(*q.exchange, 200,
+                             JsonWriter().object().field("path", deleted->path)
+                                 .field("type", deleted->type).end_object().take());
+                 };
+               });
              }});
 
   router.add("POST", "/files/move", {true, [s](AgentRequest& r) {
@@ -178,11 +205,15 @@ void add_file_routes(AgentRouter& router, AgentState& state) {
                if (!source) return;
                auto destination = required_string(r, *doc, "destination");
                if (!destination) return;
-               auto moved = move_path(context(*s, r), *source, *destination);
-               if (!moved) return send_error(*r.exchange, moved.error());
-               send_json(*r.exchange, 200,
-                         JsonWriter().object().field("source", moved->source)
-                             .field("destination", moved->destination).end_object().take());
+               run_off_loop(s, r, [ctx = context(*s, r), from = std::string(*source),
+                                   to = std::string(*destination)]() -> Responder {
+                 return [moved = move_path(ctx, from, to)](AgentRequest& q) {
+                   if (!moved) return send_error(*q.exchange, moved.error());
+                   send_json(*q.exchange, 200,
+                             JsonWriter().object().field("source", moved->source)
+                                 .field("destination", moved->destination).end_object().take());
+                 };
+               });
              }});
 }
 
