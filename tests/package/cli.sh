@@ -55,6 +55,9 @@ expect 2 "" "unexpected argument 'extra'" -- agent extra
 expect 2 "" "bad --listen" -- agent --listen nonsense --no-auth
 unset OPEN_TERMINAL_API_KEY OPEN_TERMINAL_API_KEY_FILE
 expect 2 "" "no API key" -- agent
+export OPEN_TERMINAL_API_KEY=k OPEN_TERMINAL_API_KEY_FILE=/nonexistent
+expect 2 "" "both set" -- agent
+unset OPEN_TERMINAL_API_KEY OPEN_TERMINAL_API_KEY_FILE
 
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed"
