@@ -169,4 +169,32 @@ TEST_CASE("agent routes: file routes") {
   f.finish();
 }
 
+TEST_CASE("agent routes: no_auth on a unix socket") {
+  test::LoopFixture f;
+  test::TempDir dir;
+  AgentOptions options;
+  options.listen = Endpoint::unix_socket(dir.file("agent.sock"));
+  options.no_auth = true;
+  options.home = dir.path();
+  auto created = Agent::create(*f.loop, options);
+  REQUIRE(created.has_value());
+  AgentPtr agent = std::move(created).value();
+  CHECK(agent->local_endpoint() == options.listen);
+  auto client = HttpClient::create(*f.loop);
+  RequestHead head;
+  head.target = "/files/cwd";
+  std::optional<Result<FetchResponse>> got;
+  client->fetch(agent->local_endpoint(), head, {}, [&](Result<FetchResponse> r) { got.emplace(std::move(r)); });
+  REQUIRE(test::run_until(*f.loop, [&] { return got.has_value(); }));
+  REQUIRE(got->has_value());
+  CHECK((*got)->head.status == 200);
+  CHECK((*got)->body.find(R"({"cwd":")" + dir.path() + R"(")") == 0);
+  client.reset();
+  bool done = false;
+  agent->shutdown(1s, [&](Status) { done = true; });
+  REQUIRE(test::run_until(*f.loop, [&] { return done; }));
+  agent.reset();
+  f.check_no_leaks();
+}
+
 }  // TEST_SUITE
