@@ -69,9 +69,19 @@ std::optional<std::string_view> required_string(AgentRequest& r, const rapidjson
   return v;
 }
 
-void send_path(AgentRequest& r, const Result<PathResult>& result, const char* key) {
+// Answers 200 with the JSON object `fill` writes from a successful result, or the result's
+// error with its status; every file route replies this way.
+template <class T, class Fill>
+void send_result(AgentRequest& r, const Result<T>& result, Fill fill) {
   if (!result) return send_error(*r.exchange, result.error());
-  send_json(*r.exchange, 200, JsonWriter().object().field(key, result->path).end_object().take());
+  JsonWriter w;
+  w.object();
+  fill(w, *result);
+  send_json(*r.exchange, 200, w.end_object().take());
+}
+
+void send_path(AgentRequest& r, const Result<PathResult>& result, const char* key) {
+  send_result(r, result, [key](JsonWriter& w, const PathResult& p) { w.field(key, p.path); });
 }
 
 }  // namespace
@@ -107,14 +117,14 @@ void add_file_routes(AgentRouter& router, const std::shared_ptr<AgentState>& sta
                                    dir = std::string(r.query.get("directory").value_or("."))]()
                                       -> Responder {
                  return [listing = list_files(ctx, dir)](AgentRequest& q) {
-                   if (!listing) return send_error(*q.exchange, listing.error());
-                   JsonWriter w;
-                   w.object().field("dir", listing->dir).key("entries").array();
-                   for (const DirEntry& e : listing->entries) {
-                     w.object().field("name", e.name).field("type", e.type).field("size", e.size)
-                         .field("modified", e.modified).end_object();
-                   }
-                   send_json(*q.exchange, 200, w.end_array().end_object().take());
+                   send_result(q, listing, [](JsonWriter& w, const DirListing& l) {
+                     w.field("dir", l.dir).key("entries").array();
+                     for (const DirEntry& e : l.entries) {
+                       w.object().field("name", e.name).field("type", e.type).field("size", e.size)
+                           .field("modified", e.modified).end_object();
+                     }
+                     w.end_array();
+                   });
                  };
                });
              }});
@@ -136,10 +146,10 @@ void add_file_routes(AgentRouter& router, const std::shared_ptr<AgentState>& sta
                                          read->content);
                      return;
                    }
-                   send_json(*q.exchange, 200,
-                             JsonWriter().object().field("path", read->path)
-                                 .field("total_lines", read->total_lines)
-                                 .field("content", read->content).end_object().take());
+                   send_result(q, read, [](JsonWriter& w, const ReadResult& t) {
+                     w.field("path", t.path).field("total_lines", t.total_lines)
+                         .field("content", t.content);
+                   });
                  };
                });
              }});
@@ -149,10 +159,9 @@ void add_file_routes(AgentRouter& router, const std::shared_ptr<AgentState>& sta
                if (!path) return;
                run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path)]() -> Responder {
                  return [shown = display_file(ctx, p)](AgentRequest& q) {
-                   if (!shown) return send_error(*q.exchange, shown.error());
-                   send_json(*q.exchange, 200,
-                             JsonWriter().object().field("path", shown->path)
-                                 .field("exists", shown->exists).end_object().take());
+                   send_result(q, shown, [](JsonWriter& w, const DisplayResult& d) {
+                     w.field("path", d.path).field("exists", d.exists);
+                   });
                  };
                });
              }});
@@ -167,10 +176,9 @@ void add_file_routes(AgentRouter& router, const std::shared_ptr<AgentState>& sta
                run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path),
                                    c = std::string(*content)]() -> Responder {
                  return [written = write_file(ctx, p, c)](AgentRequest& q) {
-                   if (!written) return send_error(*q.exchange, written.error());
-                   send_json(*q.exchange, 200,
-                             JsonWriter().object().field("path", written->path)
-                                 .field("size", written->size).end_object().take());
+                   send_result(q, written, [](JsonWriter& w, const WriteResult& x) {
+                     w.field("path", x.path).field("size", x.size);
+                   });
                  };
                });
              }});
@@ -190,10 +198,9 @@ void add_file_routes(AgentRouter& router, const std::shared_ptr<AgentState>& sta
                if (!path) return;
                run_off_loop(s, r, [ctx = context(*s, r), p = std::string(*path)]() -> Responder {
                  return [deleted = delete_path(ctx, p)](AgentRequest& q) {
-                   if (!deleted) return send_error(*q.exchange, deleted.error());
-                   send_json(*q.exchange, 200,
-                             JsonWriter().object().field("path", deleted->path)
-                                 .field("type", deleted->type).end_object().take());
+                   send_result(q, deleted, [](JsonWriter& w, const DeleteResult& d) {
+                     w.field("path", d.path).field("type", d.type);
+                   });
                  };
                });
              }});
@@ -208,10 +215,9 @@ void add_file_routes(AgentRouter& router, const std::shared_ptr<AgentState>& sta
                run_off_loop(s, r, [ctx = context(*s, r), from = std::string(*source),
                                    to = std::string(*destination)]() -> Responder {
                  return [moved = move_path(ctx, from, to)](AgentRequest& q) {
-                   if (!moved) return send_error(*q.exchange, moved.error());
-                   send_json(*q.exchange, 200,
-                             JsonWriter().object().field("source", moved->source)
-                                 .field("destination", moved->destination).end_object().take());
+                   send_result(q, moved, [](JsonWriter& w, const MoveResult& m) {
+                     w.field("source", m.source).field("destination", m.destination);
+                   });
                  };
                });
              }});
