@@ -150,10 +150,29 @@ TEST_CASE("agent routes: file routes") {
 
   auto bad_json = f.fetch("POST", "/files/write", "{not json");
   CHECK(bad_json.head.status == 422);
-  CHECK(bad_json.body.find(R"({"detail":")") == 0);
-  CHECK(f.fetch("POST", "/files/write", R"({"path":"a"})").head.status == 422);
+  CHECK(bad_json.body.find(R"({"detail":[{"type":"json_invalid","loc":["body",0])") == 0);
+  auto missing_field = f.fetch("POST", "/files/write", R"({"path":"a"})");
+  CHECK(missing_field.head.status == 422);
+  CHECK(missing_field.body == R"({"detail":[{"type":"missing","loc":["body","content"],)"
+                              R"("msg":"Field required","input":{"path":"a"}}]})");
+  auto wrong_type = f.fetch("POST", "/files/write", R"({"path":"a","content":7})");
+  CHECK(wrong_type.body == R"({"detail":[{"type":"string_type","loc":["body","content"],)"
+                           R"("msg":"Input should be a valid string","input":7}]})");
   CHECK(f.fetch("POST", "/files/mkdir", "[1]").head.status == 422);
-  CHECK(f.fetch("GET", "/files/write").head.status == 405);
+  CHECK(f.fetch("POST", "/files/mkdir", "").head.status == 422);
+  auto missing_query = f.fetch("GET", "/files/read");
+  CHECK(missing_query.body == R"({"detail":[{"type":"missing","loc":["query","path"],)"
+                              R"("msg":"Field required","input":null}]})");
+  auto below = f.fetch("GET", "/files/read?path=a&start_line=0");
+  CHECK(below.head.status == 422);
+  CHECK(below.body.find(R"("type":"greater_than_equal","loc":["query","start_line"])") !=
+        std::string::npos);
+  CHECK(below.body.find(R"("ctx":{"ge":1})") != std::string::npos);
+  CHECK(f.fetch("GET", "/files/read?path=a&end_line=x").body.find("int_parsing") !=
+        std::string::npos);
+  auto not_allowed = f.fetch("GET", "/files/write");
+  CHECK(not_allowed.head.status == 405);
+  CHECK(not_allowed.head.headers.get("Allow") == "POST");
   CHECK(f.fetch("GET", "/files/list", {}, std::nullopt).head.status == 401);
 
   Headers session{{"X-Session-Id", "chat-1"}};

@@ -2,10 +2,12 @@
 
 /// @file agent.hpp
 /// `Agent`: the HTTP server behind `terminals-cli agent`, compatible with Open Terminal's API.
-/// It runs inside the user's sandbox, as that user, and serves the service routes (/health,
-/// /api/config, /system) and the file routes (/files/*) on one `Server`.
+/// It runs inside the user's sandbox, as that user, and serves Open Terminal's routes on one
+/// `Server`: service (/health, /api/config, /system, /info, /openapi.json), files (/files/*),
+/// commands (/execute), ports and their proxy, and interactive terminals with their WebSocket.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,6 +35,15 @@ struct AgentOptions {
   std::string home;
   /// The largest JSON request body accepted; a larger one gets 413.
   std::uint64_t max_json_body_bytes = 64ull << 20;
+  /// Operator text (OPEN_TERMINAL_INFO): when set, GET /info returns it, the `get_info`
+  /// operation appears in /openapi.json and the system prompt ends with it.
+  std::string info;
+  /// Finished commands are forgotten this long after they ended (then 404).
+  std::chrono::milliseconds process_expire_after{300'000};
+  /// Output kept per command; past it the oldest entries are dropped (offsets stay true).
+  std::size_t max_process_output_bytes = 4u << 20;
+  /// Interactive terminals alive at once; one more gets 429.
+  std::size_t max_terminals = 16;
 };
 
 class TERMINALS_API Agent {

@@ -77,7 +77,7 @@ void run_off_loop(const std::shared_ptr<AgentState>& state, AgentRequest& reques
 namespace {
 
 // A short description of where commands run, for GET /system.
-std::string system_prompt() {
+std::string system_prompt(const std::string& info) {
   std::string os = "Linux";
   std::string kernel;
   std::string arch;
@@ -100,11 +100,13 @@ std::string system_prompt() {
   prompt += " The shell is ";
   prompt += shell && *shell ? shell : "/bin/sh";
   prompt += ". Use the file tools to read and change files and the command tool to run programs.";
+  if (!info.empty()) prompt += "\n\n" + info;
   return prompt;
 }
 
 bool is_open_route(std::string_view method, std::string_view path) {
-  return (method == "GET" || method == "HEAD") && (path == "/health" || path == "/api/config");
+  return (method == "GET" || method == "HEAD") &&
+         (path == "/health" || path == "/api/config" || path == "/openapi.json");
 }
 
 class AgentImpl final : public Agent {
@@ -117,12 +119,38 @@ class AgentImpl final : public Agent {
     state_->loop = &loop;
     state_->alive = alive_;
     state_->home = std::move(home);
-    add_service_routes();
-    add_file_routes(router_, state_);
+    state_->api_key = options_.api_key;
+    state_->no_auth = options_.no_auth;
+    state_->info = options_.info;
   }
-  ~AgentImpl() override { *alive_ = false; }
+  ~AgentImpl() override {
+    *alive_ = false;
+    // Work still on the thread pool keeps the state; the children must not outlive us.
+    state_->terminals.reset();
+    state_->processes.reset();
+    state_->proxy_client.reset();
+  }
 
   Status start() {
+    ProcessManagerOptions po;
+    po.expire_after = options_.process_expire_after;
+    po.max_output_bytes = options_.max_process_output_bytes;
+    auto processes = ProcessManager::create(loop_, po);
+    if (!processes) return std::move(processes).error();
+    state_->processes = std::move(processes).value();
+    PtySessionsOptions to;
+    to.max_sessions = options_.max_terminals;
+    auto terminals = PtySessions::create(loop_, to);
+    if (!terminals) return std::move(terminals).error();
+    state_->terminals = std::move(terminals).value();
+
+    add_service_routes();
+    add_file_routes(router_, state_);
+    add_execute_routes(router_, state_);
+    add_terminal_routes(router_, state_);
+    add_port_routes(router_, state_);
+    add_openapi_routes(router_, state_);
+
     ServerOptions so;
     so.listen = options_.listen;
     so.max_body_bytes = options_.max_json_body_bytes;
@@ -149,9 +177,10 @@ class AgentImpl final : public Agent {
                   send_json(*r.exchange, 200,
                             R"({"features":{"terminal":true,"notebooks":false,"system":true}})");
                 }});
-    router_.add("GET", "/system", {false, [](AgentRequest& r) {
+    router_.add("GET", "/system", {false, [s = state_](AgentRequest& r) {
                   send_json(*r.exchange, 200,
-                            JsonWriter().object().field("prompt", system_prompt()).end_object().take());
+                            JsonWriter().object().field("prompt", system_prompt(s->info))
+                                .end_object().take());
                 }});
   }
 
@@ -173,6 +202,14 @@ class AgentImpl final : public Agent {
       send_detail(*ex, 400, "Malformed path");
       return;
     }
+    // The terminal WebSocket authenticates in its first message, not with a header.
+    constexpr std::string_view kTerminals = "/api/terminals/";
+    if (head.upgrade && head.method == "GET" && path->starts_with(kTerminals) &&
+        path->size() > kTerminals.size() &&
+        path->find('/', kTerminals.size()) == std::string::npos) {
+      handle_terminal_upgrade(state_, std::move(ex), path->substr(kTerminals.size()));
+      return;
+    }
     if (!is_open_route(head.method, *path) && !authorized(head)) {
       send_detail(*ex, 401, "Invalid API key");
       return;
@@ -189,7 +226,13 @@ class AgentImpl final : public Agent {
       return;
     }
     if (match.outcome == AgentRouter::Outcome::MethodNotAllowed) {
-      send_detail(*ex, 405, "Method Not Allowed");
+      std::string allow;
+      for (const auto& m : match.allowed) {
+        if (!allow.empty()) allow += ", ";
+        allow += m;
+      }
+      ex->respond(405, Headers{{"Content-Type", "application/json"}, {"Allow", allow}},
+                  detail_json("Method Not Allowed"));
       return;
     }
     auto request = std::make_shared<AgentRequest>();

@@ -4,6 +4,7 @@
 // segment and a final `{name...}` for the rest of the path. Routes are tried in the order
 // they were added, like the reference (first match wins).
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +51,7 @@ class Router {
     Outcome outcome = Outcome::NotFound;
     Handler* handler = nullptr;
     RouteParams params;
+    std::vector<std::string> allowed;  ///< with MethodNotAllowed: the methods the path takes
   };
 
   /// Matches a decoded path (no query).
@@ -61,6 +63,10 @@ class Router {
       if (!matches(r, parts, params)) continue;
       if (r.method != "*" && r.method != method && !(method == "HEAD" && r.method == "GET")) {
         result.outcome = Outcome::MethodNotAllowed;
+        if (std::find(result.allowed.begin(), result.allowed.end(), r.method) ==
+            result.allowed.end()) {
+          result.allowed.push_back(r.method);
+        }
         continue;
       }
       result.outcome = Outcome::Matched;

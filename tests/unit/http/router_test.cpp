@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "http/router.hpp"
 #include "http/url.hpp"
@@ -38,7 +39,10 @@ TEST_CASE("router: literals / parameters / rest-of-path / methods / order") {
   Router<int> strict;
   strict.add("GET", "/health", 1);
   strict.add("DELETE", "/execute/{id}", 2);
+  strict.add("POST", "/execute/{id}", 3);
   CHECK(strict.match("POST", "/health").outcome == Router<int>::Outcome::MethodNotAllowed);
+  CHECK(strict.match("POST", "/health").allowed == std::vector<std::string>{"GET"});
+  CHECK(strict.match("PUT", "/execute/x").allowed == std::vector<std::string>{"DELETE", "POST"});
   CHECK(strict.match("GET", "/nope").outcome == Router<int>::Outcome::NotFound);
   CHECK(strict.match("DELETE", "/execute/").outcome == Router<int>::Outcome::NotFound);
   CHECK(strict.match("DELETE", "/execute/a/b").outcome == Router<int>::Outcome::NotFound);
