@@ -7,61 +7,15 @@
 #include <optional>
 #include <string>
 
-#include "support/loop_runner.hpp"
+#include "support/agent_fixture.hpp"
 #include "terminals/agent.hpp"
 #include "terminals/http_client.hpp"
 
 using namespace terminals;
 using namespace std::chrono_literals;
 
-namespace {
-
-constexpr const char* kKey = "secret-key";
-
-struct AgentFixture : test::LoopFixture {
-  test::TempDir home;
-  AgentPtr agent;
-  std::unique_ptr<HttpClient> client;
-
-  AgentFixture() {
-    AgentOptions options;
-    options.listen = Endpoint::tcp("127.0.0.1", 0);
-    options.api_key = kKey;
-    options.home = home.path();
-    auto created = Agent::create(*loop, std::move(options));
-    REQUIRE(created.has_value());
-    agent = std::move(created).value();
-    client = HttpClient::create(*loop);
-  }
-
-  FetchResponse fetch(std::string method, std::string target, std::string body = {},
-                      std::optional<std::string> key = std::string(kKey),
-                      Headers extra = {}) {
-    RequestHead head;
-    head.method = std::move(method);
-    head.target = std::move(target);
-    head.headers = std::move(extra);
-    if (key) head.headers.add("Authorization", "Bearer " + *key);
-    if (!body.empty()) head.headers.add("Content-Type", "application/json");
-    std::optional<Result<FetchResponse>> got;
-    client->fetch(agent->local_endpoint(), std::move(head), std::move(body),
-                  [&](Result<FetchResponse> r) { got.emplace(std::move(r)); });
-    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }));
-    REQUIRE(got->has_value());
-    return std::move(*got).value();
-  }
-
-  void finish() {
-    client.reset();
-    bool done = false;
-    agent->shutdown(1s, [&](Status) { done = true; });
-    REQUIRE(test::run_until(*loop, [&] { return done; }));
-    agent.reset();
-    check_no_leaks();
-  }
-};
-
-}  // namespace
+using test::AgentFixture;
+using test::kKey;
 
 TEST_SUITE("integration") {
 
