@@ -26,7 +26,7 @@
 //   reference, a killed process stays listed until it expires, so status still answers.
 // * Finished processes are forgotten `expire_after` after they finished (then NotFound).
 // * No JSONL log is written: log_path is always "".
-// * Ids: "YYYYMMDD-HHMMSS-xxxxxx", UTC time plus 6 hex characters from OpenSSL RAND_bytes.
+// * Ids: "YYYYMMDD-HHMMSS-xxxxxx", UTC time plus 6 hex characters from getrandom.
 
 #include <sys/types.h>
 

@@ -1,12 +1,18 @@
+// Keys, tokens, SHA-1 and base64: what the agent needs. Kept apart from crypto_digest.cpp so a
+// binary that needs only these does not pull OpenSSL's EVP layer in (see sha1_raw).
+
+// SHA1_Init & co. are deprecated in OpenSSL 3 but kept; see sha1_raw for why we use them.
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+
 #include "util/crypto.hpp"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <sys/random.h>
 
-#include <array>
+#include <cerrno>
+#include <cstring>
 
 namespace terminals::detail {
 
@@ -22,10 +28,18 @@ std::string to_hex(const unsigned char* p, std::size_t n) {
   return out;
 }
 
+// The kernel's CSPRNG (getrandom): no user-space generator state to reseed after fork (the
+// agent and the orchestrator fork children), and no need to load OpenSSL's DRBG.
 Result<std::string> random_bytes(std::size_t n) {
   std::string buf(n, '\0');
-  if (n && RAND_bytes(reinterpret_cast<unsigned char*>(buf.data()), static_cast<int>(n)) != 1) {
-    return Error(Errc::Internal, "OpenSSL RAND_bytes failed: no entropy available");
+  std::size_t done = 0;
+  while (done < n) {
+    ssize_t got = ::getrandom(buf.data() + done, n - done, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Error(Errc::Internal, std::string("getrandom failed: ") + std::strerror(errno));
+    }
+    done += static_cast<std::size_t>(got);
   }
   return buf;
 }
@@ -44,32 +58,26 @@ Result<std::string> random_token(std::size_t bytes) {
 }
 
 bool constant_time_equals(std::string_view a, std::string_view b) noexcept {
-  // Compare digests so that the work does not depend on the inputs' common prefix, and
-  // different lengths cost the same as equal ones.
-  unsigned char da[SHA256_DIGEST_LENGTH], db[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(a.data()), a.size(), da);
-  SHA256(reinterpret_cast<const unsigned char*>(b.data()), b.size(), db);
-  return CRYPTO_memcmp(da, db, sizeof(da)) == 0 && a.size() == b.size();
-}
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
-  return to_hex(d, sizeof(d));
+  // CRYPTO_memcmp's time does not depend on where the bytes differ. On a length mismatch we
+  // still compare `b` (the secret, by convention) against itself so the work tracks the
+  // secret's length only, never the attacker's prefix; only the length can leak.
+  if (a.size() != b.size()) {
+    (void)CRYPTO_memcmp(b.data(), b.data(), b.size());
+    return false;
+  }
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 std::string sha1_raw(std::string_view data) {
+  // The low-level SHA-1 calls, not SHA1()/EVP: in OpenSSL 3 those go through the provider
+  // machinery, which a statically linked agent would then carry (about 2 MB of touched pages;
+  // see cli/CMakeLists.txt). SHA-1 here only computes the WebSocket accept key.
+  SHA_CTX ctx;
   unsigned char d[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
+  SHA1_Init(&ctx);
+  SHA1_Update(&ctx, data.data(), data.size());
+  SHA1_Final(d, &ctx);
   return std::string(reinterpret_cast<char*>(d), sizeof(d));
-}
-
-std::string hmac_sha256_raw(std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
-  return std::string(reinterpret_cast<char*>(out), len);
 }
 
 std::string base64_encode(std::string_view data) {

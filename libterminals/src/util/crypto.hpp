@@ -1,7 +1,7 @@
 #pragma once
 
-// Small wrappers over OpenSSL for keys, tokens and digests. OpenSSL does the cryptography; these
-// only adapt it to std::string.
+// Small wrappers for keys, tokens and digests. The kernel supplies randomness and OpenSSL the
+// cryptography; these only adapt them to std::string.
 
 #include <cstddef>
 #include <string>
@@ -11,7 +11,7 @@
 
 namespace terminals::detail {
 
-/// `bytes` random bytes from OpenSSL's CSPRNG, hex-encoded (2*bytes characters).
+/// `bytes` random bytes from the kernel's CSPRNG (getrandom), hex-encoded (2*bytes characters).
 Result<std::string> random_hex(std::size_t bytes);
 /// `bytes` random bytes, base64url-encoded without padding (for API keys).
 Result<std::string> random_token(std::size_t bytes = 32);
