@@ -1,13 +1,13 @@
 // terminals-cli: dispatches `terminals-cli <command> [<args>]` through the command table.
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <iostream>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <terminals/version.hpp>
 
 #include "commands.hpp"
 
@@ -107,13 +107,6 @@ const Command* find_command(std::string_view name) {
   return nullptr;
 }
 
-void print_version_line(std::ostream& out) {
-  // The CLI's own version is the one of the headers it was compiled with; the library's is the
-  // one it linked. They differ only if the build mixed versions.
-  out << kProgram << ' ' << TERMINALS_VERSION_STRING << " (libterminals " << terminals::version_string()
-      << ")\n";
-}
-
 void print_overview(std::ostream& out) {
   out << "Usage: " << kProgram << " [--help] [--version] <command> [<args>]\n"
       << "\n"
@@ -137,18 +130,36 @@ void print_overview(std::ostream& out) {
       << "Exit status: 0 on success, 1 when a command fails, 2 when the command line is wrong.\n";
 }
 
-int usage_error(Io io, std::string_view command, std::string_view message) {
-  io.err << kProgram;
-  if (!command.empty()) io.err << ' ' << command;
-  io.err << ": " << message << "\nSee '" << kProgram;
-  if (!command.empty()) io.err << ' ' << command;
-  io.err << " --help'.\n";
-  return kExitUsage;
-}
-
 }  // namespace terminals::cli
 
+namespace {
+
+// `terminals-cli agent ...` becomes `terminals-agent ...` when that binary sits next to us: the
+// agent runs once per terminal, and the lean binary does not load the libraries the rest of
+// the CLI needs (see cli/agent_main.cpp). Without it, the agent runs in this process.
+void hand_over_to_lean_agent(int argc, char** argv) {
+  if (argc < 2 || std::string_view(argv[1]) != "agent") return;
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return;
+  std::string path(self, static_cast<std::size_t>(n));
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return;
+  path.resize(slash + 1);
+  path += "terminals-agent";
+  if (::access(path.c_str(), X_OK) != 0) return;
+  std::vector<char*> args;
+  args.push_back(path.data());
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  ::execv(path.c_str(), args.data());
+  // execv failed (e.g. a partial install): fall through and serve in-process.
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  hand_over_to_lean_agent(argc, argv);
   std::vector<std::string_view> args;
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
   int status = terminals::cli::dispatch(args, {std::cout, std::cerr});

@@ -30,7 +30,7 @@ install(FILES "${PROJECT_BINARY_DIR}/libterminals/include/terminals/version.hpp"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/terminals")
 
 if(TARGET terminals-cli)
-  install(TARGETS terminals-cli RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")
+  install(TARGETS terminals-cli terminals-agent RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}")
 endif()
 
 # CMake package: terminalsTargets.cmake (the targets), terminalsConfig.cmake (finds the

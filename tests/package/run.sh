@@ -67,6 +67,19 @@ step "the build tree as a package"
 if [[ -e "$build/cli/terminals-cli" ]]; then
   step "installed terminals-cli"
   "$prefix/bin/terminals-cli" --version
+  step "installed terminals-cli agent hands over to the lean terminals-agent"
+  test -x "$prefix/bin/terminals-agent"
+  "$prefix/bin/terminals-cli" agent --no-auth --listen "unix:$work/agent.sock" --home "$work" &
+  agent_pid=$!
+  for _ in $(seq 100); do [[ -S "$work/agent.sock" ]] && break; sleep 0.05; done
+  test -S "$work/agent.sock"
+  comm=$(cat "/proc/$agent_pid/comm")
+  kill -TERM "$agent_pid"
+  wait "$agent_pid"
+  if [[ "$comm" != "terminals-agent" ]]; then
+    echo "terminals-cli agent ran as '$comm', not terminals-agent" >&2
+    exit 1
+  fi
 fi
 
 step "package test passed"
