@@ -71,6 +71,9 @@ class ChildReaper {
   void watch(pid_t pid, ExitHandler on_exit);
   /// Keeps reaping `pid` but calls nobody: its owner is gone.
   void drop_handler(pid_t pid);
+  /// Forgets `pid` without killing it: a process meant to outlive its owner (a terminal's
+  /// agent, adopted by the next orchestrator). Nobody reaps it while this process lives.
+  void release(pid_t pid) { children_.erase(pid); }
   /// SIGKILLs the process group of `pid` if `pid` has not been reaped after `delay`.
   void kill_group_later(pid_t pid, std::chrono::milliseconds delay);
   /// Whether `pid` is still waited for.
