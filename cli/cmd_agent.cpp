@@ -27,11 +27,13 @@ namespace terminals::cli {
 namespace {
 
 constexpr std::string_view kHelp = R"(Usage: terminals-cli agent [--listen ENDPOINT] [--api-key KEY | --no-auth] [--home DIR]
+                           [--info TEXT]
 
-Serves the Open Terminal-compatible HTTP API (health, config, system prompt and file routes)
-from inside a sandbox, as the user it runs as. Every route except GET /health and
-GET /api/config requires "Authorization: Bearer KEY". Runs until SIGINT or SIGTERM, then lets
-requests in flight finish (up to 5 seconds) and exits.
+Serves the Open Terminal-compatible HTTP API (files, background commands, terminals, listening
+ports and a proxy to them, the system prompt and the OpenAPI document AI clients build their
+tools from) from inside a sandbox, as the user it runs as. Every route except GET /health,
+GET /api/config and GET /openapi.json requires "Authorization: Bearer KEY". Runs until SIGINT
+or SIGTERM, then lets requests in flight finish (up to 5 seconds) and exits.
 
 Options:
       --listen ENDPOINT   Where to listen: tcp://HOST:PORT, HOST:PORT or unix:/path
@@ -40,6 +42,11 @@ Options:
                           prefer the environment variables below)
       --home DIR          The directory relative paths resolve against (default: the current
                           directory)
+      --info TEXT         Operator notes for the AI (what this machine is for, what is
+                          installed): served at GET /info, offered as the get_info tool and
+                          appended to the system prompt
+      --ready-fd N        Write "ready" and a newline to descriptor N once listening, then
+                          close it (for launchers that wait for readiness)
       --no-auth           Serve without any key. Anyone who can reach the socket gets full
                           control of this user's files; use only on a private unix socket
   -h, --help              Show this help
@@ -48,6 +55,7 @@ Environment variables:
   OPEN_TERMINAL_API_KEY        The bearer key, when --api-key is not given
   OPEN_TERMINAL_API_KEY_FILE   A file holding the bearer key (trailing whitespace is ignored);
                                setting it together with OPEN_TERMINAL_API_KEY is an error
+  OPEN_TERMINAL_INFO           The operator notes, when --info is not given
 
 Without a key from one of these sources, and without --no-auth, the agent refuses to start.
 
@@ -55,6 +63,7 @@ Examples:
   OPEN_TERMINAL_API_KEY=s3cret terminals-cli agent --listen tcp://127.0.0.1:8000
   OPEN_TERMINAL_API_KEY_FILE=/run/secrets/key terminals-cli agent --listen unix:/run/agent.sock
   terminals-cli agent --listen unix:/tmp/agent.sock --no-auth --home /work
+  terminals-cli agent --no-auth --listen unix:/tmp/agent.sock --info "Build box: gcc 12, cmake"
 )";
 
 constexpr std::string_view kName = "agent";
@@ -85,6 +94,8 @@ int run(Args args, Io io) {
   std::string listen = "tcp://127.0.0.1:8000";
   std::optional<std::string> key;
   std::string home;
+  std::optional<std::string> info;
+  int ready_fd = -1;
   bool no_auth = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string_view a = args[i];
@@ -92,11 +103,12 @@ int run(Args args, Io io) {
       if (i + 1 >= args.size()) return std::nullopt;
       return std::string(args[++i]);
     };
-    if (a == "--listen" || a == "--api-key" || a == "--home") {
+    if (a == "--listen" || a == "--api-key" || a == "--home" || a == "--info") {
       auto v = value();
       if (!v) return usage_error(io, kName, std::string(a) + " needs a value");
       if (a == "--listen") listen = *v;
       else if (a == "--api-key") key = *v;
+      else if (a == "--info") info = *v;
       else home = *v;
     } else if (a.starts_with("--listen=")) {
       listen = std::string(a.substr(9));
@@ -104,6 +116,16 @@ int run(Args args, Io io) {
       key = std::string(a.substr(10));
     } else if (a.starts_with("--home=")) {
       home = std::string(a.substr(7));
+    } else if (a.starts_with("--info=")) {
+      info = std::string(a.substr(7));
+    } else if (a == "--ready-fd") {
+      auto v = value();
+      char* end = nullptr;
+      long fd = v ? std::strtol(v->c_str(), &end, 10) : -1;
+      if (!v || end == v->c_str() || *end != '\0' || fd < 3 || fd > 1023) {
+        return usage_error(io, kName, "--ready-fd needs a descriptor number of 3 or more");
+      }
+      ready_fd = static_cast<int>(fd);
     } else if (a == "--no-auth") {
       no_auth = true;
     } else {
@@ -152,6 +174,8 @@ int run(Args args, Io io) {
   options.api_key = key.value_or("");
   options.no_auth = no_auth;
   options.home = home;
+  if (!info) info = env("OPEN_TERMINAL_INFO");
+  options.info = info.value_or("");
   auto agent = Agent::create(**loop, std::move(options));
   if (!agent) {
     io.err << kProgram << " agent: " << agent.error().to_string() << '\n';
@@ -164,6 +188,12 @@ int run(Args args, Io io) {
   }
   io.out << "terminals-cli agent listening on " << (*agent)->local_endpoint().to_string()
          << std::endl;
+  if (ready_fd >= 0) {
+    // The launcher (the local backend) waits on this descriptor instead of polling the socket.
+    static constexpr char kReady[] = "ready\n";
+    [[maybe_unused]] auto n = ::write(ready_fd, kReady, sizeof kReady - 1);
+    ::close(ready_fd);
+  }
 
   Loop& l = **loop;
   Agent& a = **agent;
