@@ -51,6 +51,9 @@ expect 2 "" "'nope' is not a terminals-cli command" -- help nope
 expect 0 "^  agent +Serve the Open Terminal" "" -- --help
 expect 0 "^Usage: terminals-cli agent" "" -- agent --help
 expect 0 "OPEN_TERMINAL_API_KEY_FILE" "" -- help agent
+expect 0 "OPEN_TERMINAL_INFO" "" -- help agent
+expect 0 "^      --info TEXT" "" -- agent --help
+expect 2 "" "--info needs a value" -- agent --no-auth --info
 expect 2 "" "unexpected argument 'extra'" -- agent extra
 expect 2 "" "bad --listen" -- agent --listen nonsense --no-auth
 unset OPEN_TERMINAL_API_KEY OPEN_TERMINAL_API_KEY_FILE
