@@ -296,6 +296,26 @@ TEST_CASE("agent execute: input with literal escapes feeds a read loop and Ctrl-
   auto late = f.fetch("POST", "/execute/" + id + "/input", R"({"input":"more\\n"})");
   CHECK(late.head.status == 400);
   CHECK(late.body == R"({"detail":"Process has already exited"})");
+  // A process that let go of its terminal (and ignores the hangup) still runs, but its input
+  // is closed.
+  auto detached = run(f, "trap '' HUP; exec </dev/null >/dev/null 2>&1; sleep 30");
+  const std::string detached_id = str(detached, "id");
+  std::optional<FetchResponse> closed;
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!closed && std::chrono::steady_clock::now() < deadline) {
+    auto r = f.fetch("POST", "/execute/" + detached_id + "/input", R"({"input":"x"})");
+    if (r.head.status != 200) {
+      closed = std::move(r);
+    } else {
+      test::run_for(*f.loop, 20ms);
+    }
+  }
+  REQUIRE(closed.has_value());
+  CHECK(closed->head.status == 400);
+  CHECK(closed->body == R"({"detail":"Process stdin is closed"})");
+  CHECK(str(status(f, detached_id), "status") == "running");
+  CHECK(f.fetch("DELETE", "/execute/" + detached_id + "?force=true").head.status == 200);
+
   auto missing = f.fetch("POST", "/execute/" + id + "/input", R"({"text":"x"})");
   CHECK(missing.head.status == 422);
   CHECK(validation_type(missing) == "missing");
