@@ -126,6 +126,7 @@ class AgentImpl final : public Agent {
   ~AgentImpl() override {
     *alive_ = false;
     // Work still on the thread pool keeps the state; the children must not outlive us.
+    state_->terminal_sockets.reset();  // before the sessions they drive
     state_->terminals.reset();
     state_->processes.reset();
     state_->proxy_client.reset();

@@ -37,6 +37,8 @@ struct AgentRequest : std::enable_shared_from_this<AgentRequest> {
   std::string body;
 };
 
+class TerminalSockets;
+
 /// What the routes share. Owned by the agent; routes hold a shared_ptr so work that finishes
 /// off the loop can still reach it, and check `alive` before touching the network.
 struct AgentState {
@@ -50,6 +52,9 @@ struct AgentState {
   FileOptions file_options;
   std::unique_ptr<ProcessManager> processes;  ///< /execute
   std::unique_ptr<PtySessions> terminals;     ///< /api/terminals
+  /// Open terminal WebSockets (agent_terminal_socket.cpp); dropping it closes them. Declared
+  /// after `terminals` so that it goes first.
+  std::shared_ptr<TerminalSockets> terminal_sockets;
   std::unique_ptr<HttpClient> proxy_client;   ///< /proxy/{port}/..., created on first use
 };
 
