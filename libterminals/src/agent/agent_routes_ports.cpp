@@ -89,6 +89,21 @@ void read_listen_sockets(const char* file, std::vector<std::pair<int, std::uint6
   std::fclose(f);
 }
 
+// The loopback address a listener on `port` answers on: 127.0.0.1, unless only IPv6 sockets
+// listen on it (a dev server bound to "localhost" may take ::1 alone), then ::1. The reference
+// connects to "localhost" and so tries both; this picks the one that can work without a
+// failed first attempt, which could not be retried once a streamed body went out.
+std::string loopback_host_for(int port) {
+  std::vector<std::pair<int, std::uint64_t>> v4;
+  std::vector<std::pair<int, std::uint64_t>> v6;
+  read_listen_sockets("/proc/net/tcp", v4);
+  read_listen_sockets("/proc/net/tcp6", v6);
+  auto has = [port](const std::vector<std::pair<int, std::uint64_t>>& list) {
+    return std::any_of(list.begin(), list.end(), [port](const auto& e) { return e.first == port; });
+  };
+  return !has(v4) && has(v6) ? "::1" : "127.0.0.1";
+}
+
 bool all_digits(const char* s) {
   if (!*s) return false;
   for (; *s; ++s) {
@@ -365,17 +380,9 @@ bool parse_port(AgentRequest& r, const std::string& text, int& port) {
   return true;
 }
 
-void proxy(const std::shared_ptr<AgentState>& s, AgentRequest& r) {
+void start_proxy(const std::shared_ptr<AgentState>& s, AgentRequest& r, int port,
+                 std::string_view rest, const std::string& host) {
   const RequestHead& in = r.exchange->request();
-  auto target = split_proxy_target(in.path());
-  if (!target) return send_detail(*r.exchange, 400, "Malformed path");
-  int port = 0;
-  if (!parse_port(r, target->port_text, port)) return;
-  if (in.upgrade) {
-    // Neither does the reference proxy WebSockets; saying so beats a confusing plain answer.
-    return send_detail(*r.exchange, 501, "Upgrades (WebSocket) are not proxied");
-  }
-
   if (!s->proxy_client) {
     ClientOptions options;
     options.connect_timeout = kConnectTimeout;
@@ -385,7 +392,7 @@ void proxy(const std::shared_ptr<AgentState>& s, AgentRequest& r) {
 
   RequestHead head;
   head.method = in.method;
-  head.target = "/" + std::string(target->rest);
+  head.target = "/" + std::string(rest);
   // The query goes on as sent (the reference re-encodes it after dropping "null" values; a
   // proxied application should see its own query untouched).
   if (!in.query().empty()) {
@@ -394,6 +401,8 @@ void proxy(const std::shared_ptr<AgentState>& s, AgentRequest& r) {
   }
   // Host becomes the upstream's; Expect is answered here (100-continue happens when we read).
   head.headers = end_to_end(in.headers, {"host", "authorization", "content-length", "expect"});
+  // As the reference sends it; dev servers that check Host accept "localhost".
+  head.headers.add("Host", "localhost:" + std::to_string(port));
   const bool has_body = in.chunked || in.content_length.value_or(0) > 0;
   if (in.chunked) {
     head.headers.add("Transfer-Encoding", "chunked");
@@ -408,7 +417,7 @@ void proxy(const std::shared_ptr<AgentState>& s, AgentRequest& r) {
   p->port = port;
   std::weak_ptr<bool> alive = s->alive;
   p->up = s->proxy_client->request(
-      Endpoint::tcp("127.0.0.1", static_cast<std::uint16_t>(port)), std::move(head),
+      Endpoint::tcp(host, static_cast<std::uint16_t>(port)), std::move(head),
       [p, alive](Result<ResponseHead> result) {
         auto token = alive.lock();
         if (!token || !*token) return;
@@ -440,6 +449,28 @@ void proxy(const std::shared_ptr<AgentState>& s, AgentRequest& r) {
         // take a partial body for a whole one. After a complete answer this is a no-op.
         if (!p->ex->ended()) p->up->cancel();
       }});
+}
+
+void proxy(const std::shared_ptr<AgentState>& s, AgentRequest& r) {
+  const RequestHead& in = r.exchange->request();
+  auto target = split_proxy_target(in.path());
+  if (!target) return send_detail(*r.exchange, 400, "Malformed path");
+  int port = 0;
+  if (!parse_port(r, target->port_text, port)) return;
+  if (in.upgrade) {
+    // Neither does the reference proxy WebSockets; saying so beats a confusing plain answer.
+    return send_detail(*r.exchange, 501, "Upgrades (WebSocket) are not proxied");
+  }
+  // Which loopback address to use takes a /proc read: off the loop. The request body waits
+  // meanwhile (the server reads no further until read_body).
+  std::string rest(target->rest);
+  run_off_loop(s, r, [s, port, rest = std::move(rest)]() mutable {
+    std::string host = loopback_host_for(port);
+    return Responder([s, port, rest = std::move(rest), host = std::move(host)](AgentRequest& req) {
+      if (req.exchange->aborted() || req.exchange->ended()) return;
+      start_proxy(s, req, port, rest, host);
+    });
+  });
 }
 
 }  // namespace
