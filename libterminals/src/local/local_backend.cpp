@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -152,22 +153,44 @@ Status remove_tree(const std::string& path) {
   return {};
 }
 
-// Field 22 of /proc/<pid>/stat: distinguishes our agent from a later process with its pid.
-unsigned long long process_start_time(pid_t pid) {
+// Field 22 of /proc/<pid>/stat (start time) distinguishes our agent from a later process with
+// its pid; field 3 (state) tells a zombie, which is dead for our purposes.
+struct ProcStat {
+  char state = '?';
+  unsigned long long start_time = 0;
+};
+
+std::optional<ProcStat> proc_stat(pid_t pid) {
   std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat", 4096);
   auto close = stat.rfind(')');
-  if (close == std::string::npos) return 0;
+  if (close == std::string::npos || close + 2 >= stat.size()) return std::nullopt;
   std::istringstream in(stat.substr(close + 2));
+  ProcStat ps;
   std::string field;
-  for (int i = 3; i <= 22; ++i) {
-    if (!(in >> field)) return 0;
+  in >> ps.state;
+  for (int i = 4; i <= 22; ++i) {
+    if (!(in >> field)) return std::nullopt;
   }
-  return std::strtoull(field.c_str(), nullptr, 10);
+  ps.start_time = std::strtoull(field.c_str(), nullptr, 10);
+  return ps;
+}
+
+unsigned long long process_start_time(pid_t pid) {
+  auto ps = proc_stat(pid);
+  return ps ? ps->start_time : 0;
 }
 
 bool process_alive(pid_t pid, unsigned long long start_time) {
-  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
-  return start_time == 0 || process_start_time(pid) == start_time;
+  if (pid <= 0) return false;
+  auto ps = proc_stat(pid);
+  if (!ps) return false;
+  if (ps->state == 'Z' || ps->state == 'X') {
+    // An agent we released (adopted by a later backend in this same process) ends up as our
+    // zombie: collect it. For anyone else's zombie this fails harmlessly with ECHILD.
+    ::waitpid(pid, nullptr, WNOHANG);
+    return false;
+  }
+  return start_time == 0 || ps->start_time == start_time;
 }
 
 std::string mib(std::uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }

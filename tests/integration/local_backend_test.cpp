@@ -1,0 +1,410 @@
+// LocalBackend with real agents, real OS users, bubblewrap sandboxes and cgroups. Needs root
+// (CI is root); without it these tests say so loudly and pass nothing off as tested.
+
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "json/json.hpp"
+#include "local/os_user.hpp"
+#include "support/loop_runner.hpp"
+#include "terminals/http_client.hpp"
+#include "terminals/local_backend.hpp"
+
+using namespace terminals;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool have_root() { return ::geteuid() == 0; }
+bool have_bwrap() { return ::access("/usr/bin/bwrap", X_OK) == 0; }
+
+#define REQUIRE_ROOT()                                                                     \
+  if (!have_root()) {                                                                      \
+    MESSAGE("SKIPPED: the local backend's isolation tests need root (CI runs as root)");   \
+    return;                                                                                \
+  }
+#define REQUIRE_SANDBOX()                                                                  \
+  REQUIRE_ROOT();                                                                          \
+  if (!have_bwrap()) {                                                                     \
+    MESSAGE("SKIPPED: bubblewrap is not installed (apt-get install bubblewrap)");          \
+    return;                                                                                \
+  }
+
+struct BackendFixture : test::LoopFixture {
+  test::TempDir data;
+  LocalBackendPtr backend;
+  std::unique_ptr<HttpClient> client;
+  std::vector<std::string> created;  // terminal names, removed with their data at the end
+
+  BackendFixture() {
+    // The data dir must be traversable by the terminal users: TempDir is 0700 by default.
+    ::chmod(data.path().c_str(), 0711);
+    start();
+    client = HttpClient::create(*loop);
+  }
+
+  void start() {
+    LocalBackendOptions options;
+    options.data_dir = data.path() + "/data";
+    options.agent_path = TERMINALS_AGENT_PATH;
+    options.start_timeout = 10s;
+    options.stop_grace = 1s;
+    auto b = LocalBackend::create(*loop, options);
+    REQUIRE_MESSAGE(b.has_value(), (b ? "" : b.error().message));
+    backend = std::move(b).value();
+  }
+
+  Result<TerminalInfo> provision(TerminalSpec spec) {
+    std::optional<Result<TerminalInfo>> got;
+    backend->provision(spec, [&](Result<TerminalInfo> r) { got.emplace(std::move(r)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 20s));
+    if (*got) created.push_back((*got)->name);
+    return std::move(*got);
+  }
+
+  TerminalInfo provision_ok(TerminalSpec spec) {
+    auto r = provision(std::move(spec));
+    REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message));
+    CHECK(r->state == TerminalState::Running);
+    return std::move(r).value();
+  }
+
+  TerminalInfo inspect(const std::string& name) {
+    std::optional<Result<TerminalInfo>> got;
+    backend->inspect(name, [&](Result<TerminalInfo> r) { got.emplace(std::move(r)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }));
+    REQUIRE(got->has_value());
+    return std::move(*got).value();
+  }
+
+  Status stop(const std::string& name) {
+    std::optional<Status> got;
+    backend->stop(name, [&](Status s) { got.emplace(std::move(s)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 20s));
+    return std::move(*got);
+  }
+
+  Status remove(const std::string& name, bool data_too) {
+    std::optional<Status> got;
+    backend->remove(name, data_too, [&](Status s) { got.emplace(std::move(s)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 20s));
+    return std::move(*got);
+  }
+
+  FetchResponse call(const TerminalInfo& t, std::string method, std::string target, std::string body = {}) {
+    RequestHead head;
+    head.method = std::move(method);
+    head.target = std::move(target);
+    head.headers.add("Authorization", "Bearer " + t.api_key);
+    if (!body.empty()) head.headers.add("Content-Type", "application/json");
+    std::optional<Result<FetchResponse>> got;
+    client->fetch(t.endpoint, std::move(head), std::move(body),
+                  [&](Result<FetchResponse> r) { got.emplace(std::move(r)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 30s));
+    REQUIRE_MESSAGE(got->has_value(), (*got ? "" : got->error().message));
+    return std::move(*got).value();
+  }
+
+  // Runs a shell command in the terminal and returns its output and exit code.
+  std::pair<std::string, int> run(const TerminalInfo& t, const std::string& command) {
+    std::string body = detail::JsonWriter().object().field("command", command).end_object().take();
+    auto r = call(t, "POST", "/execute?wait=20", body);
+    REQUIRE(r.head.status == 200);
+    auto doc = detail::parse_json(r.body);
+    REQUIRE(doc.has_value());
+    std::string out;
+    for (const auto& e : (*doc)["output"].GetArray()) out += e["data"].GetString();
+    int code = (*doc)["exit_code"].IsInt() ? (*doc)["exit_code"].GetInt() : -1000;
+    return {out, code};
+  }
+
+  void finish() {
+    for (const auto& name : created) (void)remove(name, true);
+    client.reset();
+    backend.reset();
+    run_for(*loop, 50ms);
+  }
+
+  static void run_for(Loop& l, std::chrono::milliseconds d) { test::run_for(l, d); }
+};
+
+TerminalSpec spec_for(std::string user, std::optional<Isolation> isolation = Isolation::Sandbox) {
+  TerminalSpec s;
+  s.user_id = std::move(user);
+  s.isolation = isolation;
+  return s;
+}
+
+bool pid_exists(pid_t pid) {
+  // A zombie (our reaped-later child) counts as gone.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
+// Host pids of a terminal's processes, from its pids cgroup.
+std::vector<pid_t> cgroup_pids(const std::string& name) {
+  std::vector<pid_t> out;
+  std::ifstream procs("/sys/fs/cgroup/pids/terminals/" + name + "/cgroup.procs");
+  long pid = 0;
+  while (procs >> pid) out.push_back(static_cast<pid_t>(pid));
+  return out;
+}
+
+}  // namespace
+
+TEST_SUITE("integration") {
+
+TEST_CASE("local backend: names are hashed and distinct for hostile ids") {
+  REQUIRE_ROOT();
+  BackendFixture f;
+  std::vector<std::string> ids = {"", "..", "../x", "root", std::string(300, 'a'),
+                                  "\xc3\xa9t\xc3\xa9-\xe2\x98\x83", "a/b", "a", "b"};
+  std::set<std::string> names, accounts;
+  for (const auto& id : ids) {
+    std::string name = f.backend->terminal_name(id, "default", "");
+    CHECK(name.size() == 25);
+    CHECK(name.find_first_not_of("0123456789abcdeft") == std::string::npos);
+    names.insert(name);
+    accounts.insert(detail::os_user_name(id));
+  }
+  CHECK(names.size() == ids.size());
+  CHECK(accounts.size() == ids.size());
+  // Length-prefixing keeps ("a","bc") and ("ab","c") apart.
+  CHECK(f.backend->terminal_name("a", "bc", "") != f.backend->terminal_name("ab", "c", ""));
+  CHECK(f.backend->terminal_name("u", "p", "") != f.backend->terminal_name("u", "p", "ctx"));
+  f.finish();
+}
+
+TEST_CASE("local backend: hostile user ids get working separate sandboxes") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  std::vector<std::string> ids = {"", "..", "../x", "root", std::string(300, 'z'), "\xe2\x98\x83", "a/b"};
+  std::set<std::string> homes;
+  for (const auto& id : ids) {
+    auto t = f.provision_ok(spec_for(id));
+    auto [out, code] = f.run(t, "id -un; pwd; ls -a /home");
+    CHECK(code == 0);
+    CHECK(out.find(detail::os_user_name(id)) != std::string::npos);
+    CHECK(out.find("root") == std::string::npos);
+    CHECK(out.find("/home/user") != std::string::npos);
+    homes.insert(detail::user_hash(id));
+  }
+  CHECK(homes.size() == ids.size());
+  // No id escaped the data directory.
+  for (const auto& entry : std::filesystem::directory_iterator(f.data.path())) {
+    CHECK(entry.path().filename() == "data");
+  }
+  f.finish();
+}
+
+TEST_CASE("local backend: a sandboxed user cannot see or touch another user's files processes or socket") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  auto a = f.provision_ok(spec_for("alice"));
+  auto b = f.provision_ok(spec_for("bob"));
+  CHECK(a.endpoint.path != b.endpoint.path);
+  CHECK(a.api_key != b.api_key);
+
+  auto [wrote, wcode] = f.run(b, "echo bob-secret > /home/user/secret.txt; echo bob-tmp > /tmp/bob; "
+                          "sleep 300 >/dev/null 2>&1 &");
+  CHECK(wcode == 0);
+  std::string b_home = f.data.path() + "/data/homes/" + detail::user_hash("bob");
+  REQUIRE(std::filesystem::exists(b_home + "/secret.txt"));
+
+  // Alice looks for Bob everywhere she could.
+  auto [home_out, c1] = f.run(a, "cat " + b_home + "/secret.txt; ls /home; cat /tmp/bob; ls " + f.data.path());
+  CHECK(home_out.find("bob-secret") == std::string::npos);
+  CHECK(home_out.find("bob-tmp") == std::string::npos);
+  auto [ps_out, c2] = f.run(a, "ps -eo user,pid,args");
+  CHECK(ps_out.find("sleep 300") == std::string::npos);
+  CHECK(ps_out.find(detail::os_user_name("bob")) == std::string::npos);
+  // Bob's socket from Alice's sandbox: his run directory does not exist in her mount namespace.
+  auto [sock_out, c3] = f.run(a, "ls -la " + b.endpoint.path + " 2>&1; echo done");
+  CHECK(sock_out.find("No such file") != std::string::npos);
+  // Signals: none of Bob's host pids names a process Alice can reach (her pid namespace holds
+  // only her own, with small numbers; Bob's host pids are not among them).
+  auto bob_pids = cgroup_pids(b.name);
+  REQUIRE(!bob_pids.empty());
+  std::string kills;
+  for (pid_t p : bob_pids) kills += "kill -9 " + std::to_string(p) + " 2>/dev/null && echo hit; ";
+  auto [kill_out, c4] = f.run(a, kills + "echo done");
+  CHECK(kill_out.find("hit") == std::string::npos);
+  CHECK(f.call(b, "GET", "/files/cwd").head.status == 200);  // Bob's agent survived
+  for (pid_t p : bob_pids) CHECK(pid_exists(p));
+
+  // Bob's key does not open Alice's agent.
+  TerminalInfo forged = a;
+  forged.api_key = b.api_key;
+  CHECK(f.call(forged, "GET", "/files/cwd").head.status == 401);
+  f.finish();
+}
+
+TEST_CASE("local backend: user isolation keeps homes sockets and signals apart without a sandbox") {
+  REQUIRE_ROOT();
+  BackendFixture f;
+  auto a = f.provision_ok(spec_for("carol", Isolation::User));
+  auto b = f.provision_ok(spec_for("dave", Isolation::User));
+  auto [w, wc] = f.run(b, "echo dave-secret > ~/secret.txt; echo $$");
+  CHECK(wc == 0);
+  std::string b_home = f.data.path() + "/data/homes/" + detail::user_hash("dave");
+  auto [out, code] = f.run(a, "id; cat " + b_home + "/secret.txt 2>&1; ls " + b_home + " 2>&1; ls " +
+                                  b.endpoint.path + " 2>&1; cat /proc/1/environ 2>&1 | head -c 20; echo");
+  CHECK(out.find("dave-secret") == std::string::npos);
+  CHECK(out.find("Permission denied") != std::string::npos);
+  CHECK(out.find("groups=") != std::string::npos);
+  // No supplementary groups: only its own group is listed.
+  CHECK(out.find(",") == std::string::npos);
+  // Same pid namespace, different uid: signalling Dave's processes is refused.
+  auto dave_pids = cgroup_pids(b.name);
+  REQUIRE(!dave_pids.empty());
+  auto [kill_out, kc] = f.run(a, "kill -9 " + std::to_string(dave_pids[0]) + " 2>&1; echo rc=$?");
+  CHECK(kill_out.find("rc=1") != std::string::npos);
+  CHECK(kill_out.find("ermitted") != std::string::npos);
+  CHECK(pid_exists(dave_pids[0]));
+  auto [nnp, nc] = f.run(a, "grep NoNewPrivs /proc/self/status");
+  CHECK(nnp.find("1") != std::string::npos);
+  f.finish();
+}
+
+TEST_CASE("local backend: a 200 MB allocation under a 64 MB policy is killed and the status says so") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  auto spec = spec_for("erin");
+  spec.limits.memory_bytes = 64ull << 20;
+  auto t = f.provision_ok(spec);
+  auto [out, code] = f.run(t, "dd if=/dev/zero of=/dev/null bs=200M count=1 2>&1; echo exit=$?");
+  CHECK(out.find("exit=137") != std::string::npos);
+  auto info = f.inspect(t.name);
+  CHECK(info.state == TerminalState::Running);  // the agent lives on; the allocation died
+  CHECK(info.reason.find("out of memory") != std::string::npos);
+  CHECK(info.reason.find("64 MiB") != std::string::npos);
+  f.finish();
+}
+
+TEST_CASE("local backend: a fork bomb stops at the pids limit and the host stays responsive") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  auto spec = spec_for("frank");
+  spec.limits.pids = 40;
+  auto t = f.provision_ok(spec);
+  // A bounded bomb (dash, which does not retry failed forks): 300 background sleeps.
+  std::string bomb = "for i in $(seq 300); do sleep 20 & done 2>/dev/null; echo spawned";
+  (void)f.call(t, "POST", "/execute?wait=5",
+               detail::JsonWriter().object().field("command", bomb).end_object().take());
+  auto procs = cgroup_pids(t.name);
+  CHECK(!procs.empty());
+  CHECK(procs.size() <= 40);
+  std::ifstream events("/sys/fs/cgroup/pids/terminals/" + t.name + "/pids.events");
+  std::string word;
+  long hits = 0;
+  events >> word >> hits;
+  CHECK(word == "max");
+  CHECK(hits > 0);  // the limit was reached, and held
+  // The host still forks, and the agent still answers.
+  CHECK(std::system("true") == 0);
+  CHECK(f.call(t, "GET", "/files/cwd").head.status == 200);
+  // Stopping the terminal takes every one of those processes with it.
+  CHECK(f.stop(t.name).has_value());
+  CHECK(f.inspect(t.name).state == TerminalState::Stopped);
+  f.finish();
+}
+
+TEST_CASE("local backend: home data survives stop and start and remove with data deletes it") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  auto t = f.provision_ok(spec_for("gina"));
+  CHECK(f.run(t, "echo kept > notes.txt").second == 0);
+  auto before = cgroup_pids(t.name);
+  REQUIRE(f.stop(t.name).has_value());
+  for (pid_t p : before) CHECK(!pid_exists(p));
+  auto again = f.provision_ok(spec_for("gina"));
+  CHECK(again.name == t.name);
+  CHECK(again.api_key != t.api_key);  // a fresh key per start
+  CHECK(f.run(again, "cat notes.txt").first.find("kept") != std::string::npos);
+  std::string home = f.data.path() + "/data/homes/" + detail::user_hash("gina");
+  REQUIRE(f.remove(t.name, true).has_value());
+  f.created.clear();
+  CHECK(!std::filesystem::exists(home));
+  CHECK(!detail::find_os_user(detail::os_user_name("gina")).has_value());
+  f.finish();
+}
+
+TEST_CASE("local backend: an adopted terminal keeps its key and data after a restart") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  auto t = f.provision_ok(spec_for("hank"));
+  CHECK(f.run(t, "echo before-restart > state.txt").second == 0);
+  // The orchestrator goes away; its terminals do not.
+  f.backend.reset();
+  test::run_for(*f.loop, 20ms);
+  f.start();
+  std::optional<Result<std::vector<TerminalInfo>>> listed;
+  f.backend->list([&](Result<std::vector<TerminalInfo>> r) { listed.emplace(std::move(r)); });
+  REQUIRE(test::run_until(*f.loop, [&] { return listed.has_value(); }, 10s));
+  REQUIRE(listed->has_value());
+  REQUIRE((*listed)->size() == 1);
+  const TerminalInfo& adopted = (**listed)[0];
+  CHECK(adopted.name == t.name);
+  CHECK(adopted.user_id == "hank");
+  CHECK(adopted.state == TerminalState::Running);
+  CHECK(adopted.api_key == t.api_key);
+  CHECK(f.run(adopted, "cat state.txt").first.find("before-restart") != std::string::npos);
+  // Provisioning the same triple now returns the adopted terminal, not a second one.
+  auto same = f.provision_ok(spec_for("hank"));
+  CHECK(same.api_key == t.api_key);
+  f.finish();
+}
+
+TEST_CASE("local backend: a dead terminal found after a restart is cleaned up and listed as stopped") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  auto t = f.provision_ok(spec_for("iris"));
+  f.backend.reset();
+  test::run_for(*f.loop, 20ms);
+  // Kill the whole sandbox from outside while no orchestrator runs.
+  for (pid_t pid : cgroup_pids(t.name)) ::kill(pid, SIGKILL);
+  test::run_for(*f.loop, 200ms);
+  f.start();
+  std::optional<Result<std::vector<TerminalInfo>>> listed;
+  f.backend->list([&](Result<std::vector<TerminalInfo>> r) { listed.emplace(std::move(r)); });
+  REQUIRE(test::run_until(*f.loop, [&] { return listed.has_value(); }, 10s));
+  REQUIRE(listed->has_value());
+  REQUIRE((*listed)->size() == 1);
+  CHECK((**listed)[0].state == TerminalState::Stopped);
+  // And it starts again on demand.
+  auto again = f.provision_ok(spec_for("iris"));
+  CHECK(again.state == TerminalState::Running);
+  f.finish();
+}
+
+TEST_CASE("local backend: concurrent provisions of one terminal start one agent") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  std::vector<Result<TerminalInfo>> results;
+  for (int i = 0; i < 20; ++i) {
+    f.backend->provision(spec_for("jack"), [&](Result<TerminalInfo> r) { results.push_back(std::move(r)); });
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return results.size() == 20; }, 20s));
+  std::set<std::string> keys;
+  for (auto& r : results) {
+    REQUIRE(r.has_value());
+    keys.insert(r->api_key);
+  }
+  CHECK(keys.size() == 1);
+  f.created.push_back(results[0]->name);
+  f.finish();
+}
+
+}  // TEST_SUITE
