@@ -389,6 +389,71 @@ TEST_CASE("local backend: a dead terminal found after a restart is cleaned up an
   f.finish();
 }
 
+TEST_CASE("local backend: runtime directory and key are private and the limits reach the cgroup") {
+  REQUIRE_SANDBOX();
+  BackendFixture f;
+  auto spec = spec_for("kate");
+  spec.limits.cpus = 0.25;
+  spec.limits.memory_bytes = 96ull << 20;
+  spec.limits.pids = 50;
+  spec.limits.open_files = 200;
+  auto t = f.provision_ok(spec);
+  std::string run = f.data.path() + "/data/run/" + t.name;
+  struct stat st {};
+  REQUIRE(::stat(run.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  auto account = detail::find_os_user(detail::os_user_name("kate"));
+  REQUIRE(account.has_value());
+  CHECK(st.st_uid == account->uid);
+  REQUIRE(::stat((run + "/key").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  REQUIRE(::stat((f.data.path() + "/data/terminals/" + t.name + ".json").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(st.st_uid == 0);  // the record is the orchestrator's, not the user's
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string v;
+    in >> v;
+    return v;
+  };
+  CHECK(read("/sys/fs/cgroup/cpu/terminals/" + t.name + "/cpu.cfs_quota_us") == "25000");
+  CHECK(read("/sys/fs/cgroup/memory/terminals/" + t.name + "/memory.limit_in_bytes") ==
+        std::to_string(96ull << 20));
+  CHECK(read("/sys/fs/cgroup/pids/terminals/" + t.name + "/pids.max") == "50");
+  auto [limits, code] = f.run(t, "ulimit -n; ulimit -c; env");
+  CHECK(limits.find("200") != std::string::npos);
+  CHECK(limits.find("\n0") != std::string::npos);
+  // The agent's key reaches no command: neither its value nor the variable naming its file.
+  CHECK(limits.find(t.api_key) == std::string::npos);
+  CHECK(limits.find("OPEN_TERMINAL_API_KEY") == std::string::npos);
+  f.finish();
+}
+
+TEST_CASE("local backend: unknown terminals and impossible isolation are clear errors") {
+  REQUIRE_ROOT();
+  BackendFixture f;
+  std::optional<Result<TerminalInfo>> got;
+  f.backend->inspect("t000000000000000000000000", [&](Result<TerminalInfo> r) { got.emplace(std::move(r)); });
+  REQUIRE(test::run_until(*f.loop, [&] { return got.has_value(); }));
+  CHECK(got->error().code == Errc::NotFound);
+  CHECK(f.stop("nope").error().code == Errc::NotFound);
+  LocalBackendOptions bad;
+  bad.data_dir = "relative/dir";
+  CHECK(LocalBackend::create(*f.loop, bad).error().code == Errc::InvalidArgument);
+  bad.data_dir = f.data.path() + "/other";
+  bad.agent_path = "/nonexistent/terminals-agent";
+  auto missing = LocalBackend::create(*f.loop, bad);
+  REQUIRE(!missing.has_value());
+  CHECK(missing.error().message.find("terminals-agent") != std::string::npos);
+  bad.agent_path = TERMINALS_AGENT_PATH;
+  bad.bwrap_path = "/nonexistent/bwrap";
+  bad.default_isolation = Isolation::Sandbox;
+  auto no_bwrap = LocalBackend::create(*f.loop, bad);
+  REQUIRE(!no_bwrap.has_value());
+  CHECK(no_bwrap.error().message.find("bubblewrap") != std::string::npos);
+  f.finish();
+}
+
 TEST_CASE("local backend: concurrent provisions of one terminal start one agent") {
   REQUIRE_SANDBOX();
   BackendFixture f;

@@ -31,6 +31,7 @@
 #include "local/launcher.hpp"
 #include "local/os_user.hpp"
 #include "terminals/http_client.hpp"
+#include "terminals/log.hpp"
 #include "terminals/loop.hpp"
 #include "util/crypto.hpp"
 #include "uv/handle.hpp"
@@ -320,6 +321,11 @@ class LocalBackendImpl final : public LocalBackend {
     t.reason.clear();
     t.waiters.push_back(std::move(done));
     t.generation++;
+    if (isolation == Isolation::None) {
+      log(LogLevel::Warning, "local",
+          "terminal " + name + " runs with isolation 'none': its commands run as this process's "
+          "user with nothing separating them from the host or other users (development only)");
+    }
 
     std::weak_ptr<bool> alive = alive_;
     std::uint64_t generation = t.generation;
