@@ -2,7 +2,10 @@
 // an AI client builds its tools from, a real listening child process, and a real upstream
 // Server on the same loop behind the proxy.
 
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -630,6 +633,40 @@ TEST_CASE("agent ports: the proxy rejects bad ports and reports a closed one") {
                               std::string(100000, 'x'));
   CHECK(refused_post.head.status == 502);
   CHECK(f.fetch("GET", "/health").head.status == 200);
+  f.finish();
+}
+
+TEST_CASE("agent ports: the proxy answers 504 when the upstream does not accept in time") {
+  AgentFixture f;
+  // A listener that never accepts, with its accept queue filled: the kernel then drops new
+  // SYNs, so a connect neither succeeds nor fails until the proxy's 5 s connect timeout.
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(listener, 0) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  const int port = ntohs(addr.sin_port);
+  std::vector<int> fillers;
+  for (int i = 0; i < 3; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    (void)::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);  // EINPROGRESS
+    fillers.push_back(fd);
+  }
+  test::run_for(*f.loop, 100ms);
+
+  const auto start = std::chrono::steady_clock::now();
+  auto res = f.fetch("GET", "/proxy/" + std::to_string(port) + "/slow");
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(res.head.status == 504);
+  CHECK(res.body == R"({"detail":"Timeout connecting to localhost:)" + std::to_string(port) + "\"}");
+  CHECK(took >= 4500ms);
+  for (int fd : fillers) ::close(fd);
+  ::close(listener);
   f.finish();
 }
 
