@@ -35,6 +35,9 @@ struct AgentOptions {
   std::string home;
   /// The largest JSON request body accepted; a larger one gets 413.
   std::uint64_t max_json_body_bytes = 64ull << 20;
+  /// The largest file POST /files/upload accepts (it streams to disk, so this bounds disk
+  /// use, not memory); a larger one gets 413. 0 means no limit.
+  std::uint64_t max_upload_bytes = 1ull << 30;
   /// Operator text (OPEN_TERMINAL_INFO): when set, GET /info returns it, the `get_info`
   /// operation appears in /openapi.json and the system prompt ends with it.
   std::string info;

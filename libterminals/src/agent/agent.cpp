@@ -9,7 +9,9 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <utility>
 
@@ -104,6 +106,14 @@ std::string system_prompt(const std::string& info) {
   return prompt;
 }
 
+// Multipart boundaries, part headers and small form fields around an upload's file bytes.
+constexpr std::uint64_t kUploadFramingBytes = 1u << 20;
+
+// The server drops the rest of the body once this answer ended.
+void send_json_too_large(ServerExchange& ex, std::uint64_t cap) {
+  send_detail(ex, 413, "Request body larger than the limit of " + std::to_string(cap) + " bytes");
+}
+
 bool is_open_route(std::string_view method, std::string_view path) {
   return (method == "GET" || method == "HEAD") &&
          (path == "/health" || path == "/api/config" || path == "/openapi.json");
@@ -122,6 +132,7 @@ class AgentImpl final : public Agent {
     state_->api_key = options_.api_key;
     state_->no_auth = options_.no_auth;
     state_->info = options_.info;
+    state_->file_options.upload_max_bytes = options_.max_upload_bytes;
   }
   ~AgentImpl() override {
     *alive_ = false;
@@ -154,7 +165,12 @@ class AgentImpl final : public Agent {
 
     ServerOptions so;
     so.listen = options_.listen;
-    so.max_body_bytes = options_.max_json_body_bytes;
+    // Uploads stream past the JSON cap, so the server's limit is the larger of the two (plus
+    // room for the multipart framing) and handle() holds JSON bodies to their own cap.
+    so.max_body_bytes = options_.max_upload_bytes == 0
+                            ? std::numeric_limits<std::uint64_t>::max()
+                            : std::max(options_.max_json_body_bytes,
+                                       options_.max_upload_bytes + kUploadFramingBytes);
     auto server = Server::create(loop_, std::move(so), [this](ServerExchangePtr ex) {
       handle(std::move(ex));
     });
@@ -245,9 +261,22 @@ class AgentImpl final : public Agent {
       route->handler(*request);
       return;
     }
+    const std::uint64_t cap = options_.max_json_body_bytes;
+    if (head.content_length && *head.content_length > cap) {
+      send_json_too_large(*ex, cap);
+      return;
+    }
     std::weak_ptr<bool> alive = alive_;
     ex->read_body(BodyHandlers{
-        [request](std::string_view chunk) { request->body.append(chunk); },
+        [request, cap](std::string_view chunk) {
+          if (request->exchange->ended()) return;
+          if (request->body.size() + chunk.size() > cap) {
+            std::string().swap(request->body);
+            send_json_too_large(*request->exchange, cap);
+            return;
+          }
+          request->body.append(chunk);
+        },
         [request, route, alive](Status status) {
           auto token = alive.lock();
           if (!token || !*token || request->exchange->ended()) return;
