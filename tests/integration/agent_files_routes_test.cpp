@@ -147,6 +147,16 @@ std::string zip_data(const std::string& zip, const ZipEntry& e) {
 // Byte `i` of the large test file: varied enough that a misplaced chunk shows.
 char pattern_byte(std::uint64_t i) { return static_cast<char>((i * 131u + (i >> 16)) & 0xFF); }
 
+// Descriptors of this process open on `path`.
+int open_fds_on(const std::string& path) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (fs::read_symlink(e.path(), ec) == path) ++n;
+  }
+  return n;
+}
+
 }  // namespace
 
 TEST_SUITE("integration") {
@@ -614,6 +624,60 @@ TEST_CASE("agent files: a 64 MiB upload and view stream with bounded memory") {
                                 << total_growth / 1024 << " KiB");
   // Holding either body would cost 64 MiB; streaming costs a few chunks and watermarks.
   CHECK(total_growth < (24u << 20));
+  f.finish();
+}
+
+TEST_CASE("agent files: a client that goes away mid-transfer leaves no open file or temporary") {
+  AgentFixture f;
+  const std::string big = f.home.file("big.bin");
+  write_bytes(big, std::string(32u << 20, 'z'));
+
+  // View: the client reads one chunk and hangs up; the agent's descriptor must close.
+  RequestHead get;
+  get.target = "/files/view?path=big.bin";
+  get.headers.add("Authorization", std::string("Bearer ") + kKey);
+  std::uint64_t received = 0;
+  ClientExchangePtr vx;
+  vx = f.client->request(f.agent->local_endpoint(), std::move(get), [&](Result<ResponseHead> r) {
+    REQUIRE(r.has_value());
+    vx->read_body(BodyHandlers{[&](std::string_view d) { received += d.size(); },
+                               [](Status) {}});
+  });
+  REQUIRE(test::run_until(*f.loop, [&] { return received > 0; }));
+  CHECK(open_fds_on(big) == 1);
+  vx->cancel();
+  vx.reset();
+  CHECK(test::run_until(*f.loop, [&] { return open_fds_on(big) == 0; }));
+  CHECK(received < (32u << 20));
+
+  // Upload: half a body, then the client hangs up; the temporary file must go.
+  RequestHead post;
+  post.method = "POST";
+  post.target = "/files/upload?directory=drop";
+  post.headers.add("Authorization", std::string("Bearer ") + kKey);
+  post.headers.add("Content-Type", std::string("multipart/form-data; boundary=") + kBoundary);
+  post.headers.add("Content-Length", std::to_string(10u << 20));
+  ClientExchangePtr ux = f.client->request(f.agent->local_endpoint(), std::move(post),
+                                           [](Result<ResponseHead>) {});
+  ux->write(file_part_head("partial.bin"));
+  ux->write(std::string(2u << 20, 'p'));
+  auto temporaries = [&] {
+    int n = 0;
+    if (!fs::exists(f.home.file("drop"))) return 0;
+    for (const auto& e : fs::directory_iterator(f.home.file("drop"))) {
+      (void)e;
+      ++n;
+    }
+    return n;
+  };
+  // The part started: its temporary file exists.
+  REQUIRE(test::run_until(*f.loop, [&] { return temporaries() == 1; }));
+  ux->cancel();
+  ux.reset();
+  CHECK(test::run_until(*f.loop, [&] { return temporaries() == 0; }));
+  CHECK_FALSE(fs::exists(f.home.file("drop/partial.bin")));
+  // Still serving.
+  CHECK(f.fetch("GET", "/health").head.status == 200);
   f.finish();
 }
 
