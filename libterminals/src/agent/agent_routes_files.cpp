@@ -122,7 +122,8 @@ class FileSender : public std::enable_shared_from_this<FileSender> {
   bool gone() const { return request_->exchange->aborted() || request_->exchange->ended(); }
 
   void read_next() {
-    if (gone()) return;
+    if (gone() || reading_) return;
+    reading_ = true;
     const std::uint64_t left = file_.size - sent_;
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, kChunkBytes));
     run_off_loop(state_, *request_, [self = shared_from_this(), n,
@@ -146,6 +147,7 @@ class FileSender : public std::enable_shared_from_this<FileSender> {
   }
 
   void on_chunk(std::string data, bool failed) {
+    reading_ = false;
     if (gone()) return;
     ServerExchange& ex = *request_->exchange;
     if (failed || data.empty()) {
@@ -164,7 +166,12 @@ class FileSender : public std::enable_shared_from_this<FileSender> {
     if (below_watermark) {
       read_next();
     } else {
-      ex.set_drain_handler([self = shared_from_this()] { self->read_next(); });
+      // The server keeps a drain handler until it is replaced, so this one removes itself:
+      // a later drain must not start a second read while one is in flight.
+      ex.set_drain_handler([self = shared_from_this()] {
+        self->request_->exchange->set_drain_handler(nullptr);
+        self->read_next();
+      });
     }
   }
 
@@ -172,6 +179,7 @@ class FileSender : public std::enable_shared_from_this<FileSender> {
   std::shared_ptr<AgentRequest> request_;
   OpenedFile file_;
   std::uint64_t sent_ = 0;
+  bool reading_ = false;  ///< a read job is in flight
 };
 
 /// Starlette adds a charset to text types; browsers showing /files/serve HTML rely on it.
