@@ -114,17 +114,18 @@ Result<TerminalCgroup> TerminalCgroup::create(const CgroupMounts& mounts, const 
     if (auto s = need(v1_cpu || mounts.v2_cpu, "cpu"); !s) return std::move(s).error();
   }
 
-  auto dir_in = [&](const std::string& mount) -> Result<std::string> {
+  auto dir_in = [&](const std::string& mount, bool join = true) -> Result<std::string> {
     std::string parent = mount + "/" + root;
     if (auto s = make_dir(parent); !s) return std::move(s).error();
     std::string dir = parent + "/" + terminal;
     if (auto s = make_dir(dir); !s) return std::move(s).error();
     g.dirs_.push_back(dir);
     g.procs_files_.push_back(dir + "/cgroup.procs");
+    if (join) g.join_files_.push_back(dir + "/cgroup.procs");
     return dir;
   };
 
-  if (v1_mem) {
+  if (v1_mem && limits.memory_bytes) {
     auto dir = dir_in(mounts.memory);
     if (!dir) return std::move(dir).error();
     g.memory_dir_ = *dir;
@@ -148,7 +149,7 @@ Result<TerminalCgroup> TerminalCgroup::create(const CgroupMounts& mounts, const 
     std::string v = limits.pids ? std::to_string(*limits.pids) : "max";
     if (auto s = write_file(*dir + "/pids.max", v); !s) return std::move(s).error();
   }
-  if (v1_cpu) {
+  if (v1_cpu && limits.cpus) {
     auto dir = dir_in(mounts.cpu);
     if (!dir) return std::move(dir).error();
     constexpr long kPeriod = 100000;

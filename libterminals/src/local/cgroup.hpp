@@ -49,8 +49,11 @@ class TerminalCgroup {
   static TerminalCgroup open(const CgroupMounts& mounts, const std::string& root,
                              const std::string& terminal);
 
-  /// The cgroup.procs files a new process writes "0"... its pid into before exec.
-  const std::vector<std::string>& procs_files() const { return procs_files_; }
+  /// The cgroup.procs files a new process writes its pid into before exec: the hierarchies
+  /// whose limits are set, plus pids always (it is how stop finds every process). On cgroup
+  /// v1 each move costs a kernel RCU grace period (10-25 ms on a busy machine), so joining a
+  /// hierarchy without a limit would only slow the start.
+  const std::vector<std::string>& procs_files() const { return join_files_; }
   /// Every process in the group (from the first controller's cgroup.procs).
   std::vector<pid_t> pids() const;
   /// Signals every process in the group. Returns how many were signalled.
@@ -65,7 +68,8 @@ class TerminalCgroup {
 
  private:
   std::vector<std::string> dirs_;         ///< every directory we made, one per hierarchy
-  std::vector<std::string> procs_files_;
+  std::vector<std::string> procs_files_;  ///< every hierarchy's, for pids() and kill_all()
+  std::vector<std::string> join_files_;
   std::string memory_dir_;
   bool memory_v2_ = false;
   std::optional<std::uint64_t> memory_limit_;

@@ -97,6 +97,9 @@ std::string tail_of(const std::string& path, std::size_t bytes) {
   return out;
 }
 
+// Writes via a temporary file and rename, so a reader sees the old or the new content, never a
+// part. No fsync: these files (keys, logs, records of running agents) describe processes that
+// a machine crash ends anyway, and an fsync costs milliseconds on every start.
 Status write_private_file(const std::string& path, std::string_view content, std::optional<uid_t> uid,
                           gid_t gid) {
   std::string tmp = path + ".tmp";
@@ -105,7 +108,6 @@ Status write_private_file(const std::string& path, std::string_view content, std
   if (fd < 0) return Error(Errc::Io, "cannot create " + tmp + ": " + std::strerror(errno));
   bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
   if (ok && uid) ok = ::fchown(fd, *uid, gid) == 0;
-  ok = ::fsync(fd) == 0 && ok;
   ::close(fd);
   if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
     ::unlink(tmp.c_str());

@@ -30,10 +30,10 @@ struct OsUser {
   gid_t gid = 0;
 };
 
-/// Looks the account up, creating it with useradd (own group, no home created by useradd, our
-/// marker as comment) when missing. An existing account without our marker is refused with
-/// PolicyDenied. Blocking (useradd takes /etc/passwd's lock): call it off the loop. Calls are
-/// serialised inside, so concurrent provisions do not fight over the lock.
+/// Looks the account up, creating it when missing: its own group, `home` as home directory
+/// (not created here), our marker as comment, a locked password, ids picked as useradd picks
+/// them. An existing account without our marker is refused with PolicyDenied. Blocking (it
+/// takes the account databases' lock): call it off the loop. Calls are serialised inside.
 Result<OsUser> ensure_os_user(const std::string& name, const std::string& home);
 
 /// The account if it exists and is ours; NotFound or PolicyDenied otherwise. Does not block
