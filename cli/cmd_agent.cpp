@@ -45,6 +45,8 @@ Options:
       --info TEXT         Operator notes for the AI (what this machine is for, what is
                           installed): served at GET /info, offered as the get_info tool and
                           appended to the system prompt
+      --expire-after SECONDS
+                          How long a finished command's output stays available (default 300)
       --ready-fd N        Write "ready" and a newline to descriptor N once listening, then
                           close it (for launchers that wait for readiness)
       --no-auth           Serve without any key. Anyone who can reach the socket gets full
@@ -96,6 +98,7 @@ int run(Args args, Io io) {
   std::string home;
   std::optional<std::string> info;
   int ready_fd = -1;
+  std::optional<long> expire_after;
   bool no_auth = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string_view a = args[i];
@@ -118,6 +121,14 @@ int run(Args args, Io io) {
       home = std::string(a.substr(7));
     } else if (a.starts_with("--info=")) {
       info = std::string(a.substr(7));
+    } else if (a == "--expire-after") {
+      auto v = value();
+      char* end = nullptr;
+      long seconds = v ? std::strtol(v->c_str(), &end, 10) : -1;
+      if (!v || end == v->c_str() || *end != '\0' || seconds < 1 || seconds > 7 * 86400) {
+        return usage_error(io, kName, "--expire-after needs a number of seconds from 1 to 604800");
+      }
+      expire_after = seconds;
     } else if (a == "--ready-fd") {
       auto v = value();
       char* end = nullptr;
@@ -176,6 +187,7 @@ int run(Args args, Io io) {
   options.home = home;
   if (!info) info = env("OPEN_TERMINAL_INFO");
   options.info = info.value_or("");
+  if (expire_after) options.process_expire_after = std::chrono::seconds(*expire_after);
   auto agent = Agent::create(**loop, std::move(options));
   if (!agent) {
     io.err << kProgram << " agent: " << agent.error().to_string() << '\n';

@@ -55,6 +55,9 @@ expect 0 "OPEN_TERMINAL_INFO" "" -- help agent
 expect 0 "^      --info TEXT" "" -- agent --help
 expect 2 "" "--info needs a value" -- agent --no-auth --info
 expect 2 "" "unexpected argument 'extra'" -- agent extra
+expect 0 "^      --expire-after SECONDS" "" -- agent --help
+expect 2 "" "--expire-after needs a number of seconds" -- agent --no-auth --expire-after 0
+expect 2 "" "--ready-fd needs a descriptor number" -- agent --no-auth --ready-fd 1
 expect 2 "" "bad --listen" -- agent --listen nonsense --no-auth
 unset OPEN_TERMINAL_API_KEY OPEN_TERMINAL_API_KEY_FILE
 expect 2 "" "no API key" -- agent
