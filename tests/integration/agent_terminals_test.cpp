@@ -406,7 +406,12 @@ TEST_CASE("agent terminals: a client that does not read pauses the shell") {
   const std::size_t rss_after = test::current_rss_bytes();
   // Without backpressure the agent would queue what the kernel's socket buffers cannot hold
   // (tens of MiB); with it only the stream's high watermark.
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's quarantine keeps freed frames resident
   CHECK(rss_after < rss_before + (12u << 20));
+#else
+  (void)rss_before;
+  (void)rss_after;
+#endif
   a.ws->resume_reading();
   CHECK(a.ws->wait_output("done-8", 60s));
   std::size_t count = 0;
