@@ -454,6 +454,50 @@ TEST_CASE("local backend: unknown terminals and impossible isolation are clear e
   f.finish();
 }
 
+TEST_CASE("local backend: an agent that never gets ready times out and one that dies says why") {
+  REQUIRE_ROOT();
+  test::LoopFixture fx;
+  test::TempDir dir;
+  ::chmod(dir.path().c_str(), 0711);
+  auto script = [&](const std::string& name, const std::string& body) {
+    std::string path = dir.path() + "/" + name;
+    std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
+    ::chmod(path.c_str(), 0755);
+    return path;
+  };
+  auto provision_with = [&](const std::string& agent) {
+    LocalBackendOptions options;
+    options.data_dir = dir.path() + "/data-" + std::to_string(agent.size());
+    options.agent_path = agent;
+    options.start_timeout = 500ms;
+    auto backend = LocalBackend::create(*fx.loop, options);
+    REQUIRE(backend.has_value());
+    std::optional<Result<TerminalInfo>> got;
+    (*backend)->provision(spec_for("slow", Isolation::None), [&](Result<TerminalInfo> r) { got.emplace(std::move(r)); });
+    REQUIRE(test::run_until(*fx.loop, [&] { return got.has_value(); }, 10s));
+    std::optional<Result<TerminalInfo>> state;
+    (*backend)->inspect((*backend)->terminal_name("slow", "default", ""),
+                        [&](Result<TerminalInfo> r) { state.emplace(std::move(r)); });
+    REQUIRE(test::run_until(*fx.loop, [&] { return state.has_value(); }));
+    REQUIRE(state->has_value());
+    CHECK((*state)->state == TerminalState::Error);
+    backend->reset();
+    test::run_for(*fx.loop, 50ms);
+    return std::move(*got);
+  };
+  auto never = provision_with(script("never-ready", "echo starting up >&2; exec sleep 30"));
+  REQUIRE(!never.has_value());
+  CHECK(never.error().code == Errc::Timeout);
+  CHECK(never.error().message.find("starting up") != std::string::npos);  // the log's tail
+  CHECK(std::system("pgrep -f 'sleep 30' -u 0 -x >/dev/null") != 0);
+
+  auto dies = provision_with(script("dies", "echo cannot open the socket >&2; exit 3"));
+  REQUIRE(!dies.has_value());
+  CHECK(dies.error().code == Errc::BackendUnavailable);
+  CHECK(dies.error().message.find("status 3") != std::string::npos);
+  CHECK(dies.error().message.find("cannot open the socket") != std::string::npos);
+}
+
 TEST_CASE("local backend: concurrent provisions of one terminal start one agent") {
   REQUIRE_SANDBOX();
   BackendFixture f;

@@ -1,0 +1,105 @@
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <string>
+
+#include "support/loop_runner.hpp"
+#include "terminals/settings.hpp"
+
+using namespace terminals;
+using namespace std::chrono_literals;
+
+namespace {
+
+SettingsInput env_only(std::vector<std::string> env) {
+  SettingsInput in;
+  in.environment = std::move(env);
+  in.read_dotenv = false;
+  return in;
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+
+TEST_CASE("settings: defaults match the reference where they share a name") {
+  auto s = load_settings(env_only({"PATH=/usr/bin", "HOME=/root"}));
+  REQUIRE(s.has_value());
+  CHECK(s->host == "0.0.0.0");
+  CHECK(s->port == 3000);
+  CHECK(s->backend == "local");
+  CHECK(s->token_cache_ttl == 60s);
+  CHECK(s->idle_timeout == 0min);
+  CHECK(s->image == "ghcr.io/open-webui/open-terminal:latest");
+  CHECK(s->proxy_connect_timeout == 10s);
+  CHECK(s->sources.at("TERMINALS_PORT") == "default");
+  CHECK(!s->insecure_open);
+}
+
+TEST_CASE("settings: environment names are case-insensitive and flags win") {
+  SettingsInput in = env_only({"terminals_port=8080", "TERMINALS_HOST=127.0.0.1",
+                               "TERMINALS_IDLE_TIMEOUT_MINUTES=15", "TERMINALS_DOCKER_DATA_DIR=/srv/t",
+                               "OPEN_TERMINAL_SYSTEM_PROMPT=be brief", "UNRELATED=1"});
+  in.flags["TERMINALS_PORT"] = "9090";
+  auto s = load_settings(in);
+  REQUIRE(s.has_value());
+  CHECK(s->port == 9090);
+  CHECK(s->sources.at("TERMINALS_PORT") == "flag");
+  CHECK(s->host == "127.0.0.1");
+  CHECK(s->idle_timeout == 15min);
+  CHECK(s->data_dir == "/srv/t");  // the reference's alias
+  CHECK(s->system_prompt == "be brief");
+}
+
+TEST_CASE("settings: bad values name the variable and what was expected") {
+  auto port = load_settings(env_only({"TERMINALS_PORT=abc"}));
+  REQUIRE(!port.has_value());
+  CHECK(port.error().message == "TERMINALS_PORT: 'abc' is not a port number (1-65535)");
+  CHECK(!load_settings(env_only({"TERMINALS_PORT=70000"})).has_value());
+  CHECK(!load_settings(env_only({"TERMINALS_PORT=0"})).has_value());
+  auto backend = load_settings(env_only({"TERMINALS_BACKEND=podman"}));
+  REQUIRE(!backend.has_value());
+  CHECK(backend.error().message.find("TERMINALS_BACKEND") == 0);
+  CHECK(!load_settings(env_only({"TERMINALS_DATA_DIR=relative"})).has_value());
+  CHECK(!load_settings(env_only({"TERMINALS_OPEN_WEBUI_URL=ftp://x"})).has_value());
+  CHECK(!load_settings(env_only({"TERMINALS_ISOLATION=chroot"})).has_value());
+  CHECK(!load_settings(env_only({"TERMINALS_INSECURE_OPEN=maybe"})).has_value());
+  auto both = load_settings(env_only({"TERMINALS_INSECURE_OPEN=true", "TERMINALS_API_KEY=k"}));
+  REQUIRE(!both.has_value());
+  CHECK(both.error().message.find("cannot be combined") != std::string::npos);
+  CHECK(!load_settings(env_only({"TERMINALS_OPEN_WEBUI_JWT_SECRET=s"})).has_value());
+}
+
+TEST_CASE("settings: the .env file sits under the environment") {
+  test::TempDir dir;
+  std::string path = dir.path() + "/.env";
+  std::ofstream(path) << "# comment\n"
+                         "export TERMINALS_PORT=7000\n"
+                         "TERMINALS_HOST = \"10.0.0.1\"  # trailing comment\n"
+                         "TERMINALS_IMAGE='my/image:1 # not a comment'\n"
+                         "TERMINALS_API_KEY=from-dotenv\n";
+  SettingsInput in;
+  in.environment = std::vector<std::string>{"TERMINALS_API_KEY=from-env"};
+  in.dotenv_path = path;
+  auto s = load_settings(in);
+  REQUIRE(s.has_value());
+  CHECK(s->port == 7000);
+  CHECK(s->host == "10.0.0.1");
+  CHECK(s->image == "my/image:1 # not a comment");
+  CHECK(s->api_key == "from-env");
+  CHECK(s->sources.at("TERMINALS_PORT") == ".env");
+  in.dotenv_path = dir.path() + "/missing.env";
+  CHECK(load_settings(in).error().code == Errc::NotFound);
+}
+
+TEST_CASE("settings: dotenv parse errors carry the line number") {
+  CHECK(parse_dotenv("A=1\nno equals here\n").error().message == ".env line 2: expected NAME=value");
+  CHECK(parse_dotenv("A=\"open\n").error().message.find("unterminated") != std::string::npos);
+  CHECK(parse_dotenv("BAD-NAME=1").error().message.find("bad variable name") != std::string::npos);
+  auto ok = parse_dotenv("A=\"x\\ny\"\nb=2");
+  REQUIRE(ok.has_value());
+  CHECK(ok->at("A") == "x\ny");
+  CHECK(ok->at("B") == "2");
+}
+
+}  // TEST_SUITE
