@@ -1,26 +1,25 @@
 // terminals-cli agent: serves the Open Terminal-compatible API (terminals::Agent) until
 // SIGINT or SIGTERM.
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 
-#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include <terminals/agent.hpp>
 #include <terminals/loop.hpp>
 
 #include "commands.hpp"
+#include "signals.hpp"
 
 namespace terminals::cli {
 
@@ -69,15 +68,6 @@ Examples:
 )";
 
 constexpr std::string_view kName = "agent";
-
-int g_signal_pipe[2] = {-1, -1};
-
-void on_signal(int) {
-  int saved = errno;
-  char byte = 1;
-  [[maybe_unused]] auto n = ::write(g_signal_pipe[1], &byte, 1);
-  errno = saved;
-}
 
 std::optional<std::string> env(const char* name) {
   const char* v = std::getenv(name);
@@ -209,36 +199,9 @@ int run(Args args, Io io) {
 
   Loop& l = **loop;
   Agent& a = **agent;
-  // SIGINT and SIGTERM write a byte to a pipe (the only thing a handler may safely do); a
-  // thread waits on the pipe and asks the loop, through the thread-safe post(), to shut down.
-  if (::pipe(g_signal_pipe) != 0) {
-    io.err << kProgram << " agent: cannot create a pipe\n";
-    return kExitFailure;
-  }
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {}, old_term {};
-  ::sigaction(SIGINT, &sa, &old_int);
-  ::sigaction(SIGTERM, &sa, &old_term);
-  std::atomic<bool> stopped{false};
-  std::thread waiter([&] {
-    char byte = 0;
-    while (::read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
-    }
-    if (stopped.load()) return;
-    l.post([&] {
-      a.shutdown(std::chrono::seconds(5), [&](Status) { l.stop(); });
-    });
+  Status ran = run_until_signal(l, [&](std::function<void()> stop) {
+    a.shutdown(std::chrono::seconds(5), [stop](Status) { stop(); });
   });
-  Status ran = l.run();
-  stopped.store(true);
-  on_signal(0);  // wakes the waiter if no signal came
-  waiter.join();
-  ::sigaction(SIGINT, &old_int, nullptr);
-  ::sigaction(SIGTERM, &old_term, nullptr);
-  ::close(g_signal_pipe[0]);
-  ::close(g_signal_pipe[1]);
   agent->reset();
   (void)l.run_nowait();
   io.out << "terminals-cli agent stopped" << std::endl;
