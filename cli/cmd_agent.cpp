@@ -44,6 +44,9 @@ Options:
       --info TEXT         Operator notes for the AI (what this machine is for, what is
                           installed): served at GET /info, offered as the get_info tool and
                           appended to the system prompt
+      --cors-allowed-origins LIST
+                          Origins browser pages may call from: "*" (the default) or a comma
+                          list; "" turns CORS off
       --expire-after SECONDS
                           How long a finished command's output stays available (default 300)
       --ready-fd N        Write "ready" and a newline to descriptor N once listening, then
@@ -57,6 +60,8 @@ Environment variables:
   OPEN_TERMINAL_API_KEY_FILE   A file holding the bearer key (trailing whitespace is ignored);
                                setting it together with OPEN_TERMINAL_API_KEY is an error
   OPEN_TERMINAL_INFO           The operator notes, when --info is not given
+  OPEN_TERMINAL_CORS_ALLOWED_ORIGINS
+                               The allowed origins, when --cors-allowed-origins is not given
 
 Without a key from one of these sources, and without --no-auth, the agent refuses to start.
 
@@ -87,6 +92,7 @@ int run(Args args, Io io) {
   std::optional<std::string> key;
   std::string home;
   std::optional<std::string> info;
+  std::optional<std::string> cors;
   int ready_fd = -1;
   std::optional<long> expire_after;
   bool no_auth = false;
@@ -111,6 +117,10 @@ int run(Args args, Io io) {
       home = std::string(a.substr(7));
     } else if (a.starts_with("--info=")) {
       info = std::string(a.substr(7));
+    } else if (a == "--cors-allowed-origins") {
+      auto v = value();
+      if (!v) return usage_error(io, kName, "--cors-allowed-origins needs a value (\"*\" or a comma list)");
+      cors = *v;
     } else if (a == "--expire-after") {
       auto v = value();
       char* end = nullptr;
@@ -178,6 +188,17 @@ int run(Args args, Io io) {
   if (!info) info = env("OPEN_TERMINAL_INFO");
   options.info = info.value_or("");
   if (expire_after) options.process_expire_after = std::chrono::seconds(*expire_after);
+  if (!cors) cors = env("OPEN_TERMINAL_CORS_ALLOWED_ORIGINS");
+  if (cors) {
+    options.cors_allowed_origins.clear();
+    std::stringstream list(*cors);
+    std::string origin;
+    while (std::getline(list, origin, ',')) {
+      while (!origin.empty() && origin.front() == ' ') origin.erase(0, 1);
+      while (!origin.empty() && origin.back() == ' ') origin.pop_back();
+      if (!origin.empty()) options.cors_allowed_origins.push_back(origin);
+    }
+  }
   auto agent = Agent::create(**loop, std::move(options));
   if (!agent) {
     io.err << kProgram << " agent: " << agent.error().to_string() << '\n';

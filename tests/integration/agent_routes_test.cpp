@@ -170,4 +170,34 @@ TEST_CASE("agent routes: no_auth on a unix socket") {
   f.check_no_leaks();
 }
 
+TEST_CASE("agent routes: CORS preflights and origins for browser clients") {
+  AgentFixture f;
+  auto preflight = f.fetch("OPTIONS", "/files/list", {}, std::nullopt,
+                           Headers{{"Origin", "https://chat.example.com"},
+                                   {"Access-Control-Request-Method", "GET"},
+                                   {"Access-Control-Request-Headers", "authorization, x-session-id"}});
+  CHECK(preflight.head.status == 200);  // answered before authentication
+  CHECK(preflight.head.headers.get("Access-Control-Allow-Origin") == "*");
+  CHECK(preflight.head.headers.get("Access-Control-Allow-Headers") == "authorization, x-session-id");
+  CHECK(preflight.head.headers.get("Access-Control-Allow-Credentials") == std::nullopt);
+  auto get = f.fetch("GET", "/files/cwd", {}, std::string(kKey), Headers{{"Origin", "https://chat.example.com"}});
+  CHECK(get.head.status == 200);
+  CHECK(get.head.headers.get("Access-Control-Allow-Origin") == "*");
+  auto denied = f.fetch("GET", "/files/cwd", {}, std::nullopt, Headers{{"Origin", "https://chat.example.com"}});
+  CHECK(denied.head.status == 401);  // CORS headers do not replace the key
+  CHECK(f.fetch("GET", "/files/cwd").head.headers.get("Access-Control-Allow-Origin") == std::nullopt);
+  f.finish();
+
+  AgentFixture g([](AgentOptions& o) { o.cors_allowed_origins = {"https://chat.example.com"}; });
+  auto allowed = g.fetch("GET", "/health", {}, std::nullopt, Headers{{"Origin", "https://chat.example.com"}});
+  CHECK(allowed.head.headers.get("Access-Control-Allow-Origin") == "https://chat.example.com");
+  CHECK(allowed.head.headers.get("Vary") == "Origin");
+  auto other = g.fetch("GET", "/health", {}, std::nullopt, Headers{{"Origin", "https://evil.example"}});
+  CHECK(other.head.headers.get("Access-Control-Allow-Origin") == std::nullopt);
+  auto other_preflight = g.fetch("OPTIONS", "/files/list", {}, std::nullopt,
+                                 Headers{{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "GET"}});
+  CHECK(other_preflight.head.status != 200);
+  g.finish();
+}
+
 }  // TEST_SUITE

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "terminals/endpoint.hpp"
 #include "terminals/export.hpp"
@@ -45,6 +46,11 @@ struct AgentOptions {
   std::chrono::milliseconds process_expire_after{300'000};
   /// Output kept per command; past it the oldest entries are dropped (offsets stay true).
   std::size_t max_process_output_bytes = 4u << 20;
+  /// Origins a browser page may call the agent from (Open WebUI's "direct" connections), as
+  /// OPEN_TERMINAL_CORS_ALLOWED_ORIGINS: "*" for any, else exact origins such as
+  /// "https://chat.example.com". Empty: no CORS headers at all. Credentials (cookies) are
+  /// never allowed: clients authenticate with an Authorization header, which preflights permit.
+  std::vector<std::string> cors_allowed_origins{"*"};
   /// Interactive terminals alive at once; one more gets 429.
   std::size_t max_terminals = 16;
 };

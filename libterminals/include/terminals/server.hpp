@@ -83,6 +83,10 @@ class TERMINALS_API ServerExchange {
   /// before the response ended (as nginx and Go see it) or a write fails. Set after the abort
   /// already happened, the handler still runs once.
   virtual void on_abort(MoveOnlyFunction<void()> handler) = 0;
+  /// Adds a header to whatever response this exchange sends (through `respond` or
+  /// `write_head`), unless the response sets that header itself. For cross-cutting headers
+  /// (CORS, request ids) decided before the route runs. No effect once the head was written.
+  virtual void add_response_header(std::string name, std::string value) = 0;
   virtual bool aborted() const = 0;
   virtual bool ended() const = 0;
 

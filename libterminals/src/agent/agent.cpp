@@ -212,8 +212,33 @@ class AgentImpl final : public Agent {
     return constant_time_equals(v, options_.api_key);
   }
 
+  // CORS for browser clients. Returns true when it answered a preflight.
+  bool cors(ServerExchange& ex, const RequestHead& head) const {
+    auto origin = head.headers.get("Origin");
+    if (!origin || options_.cors_allowed_origins.empty()) return false;
+    bool any = false, listed = false;
+    for (const auto& o : options_.cors_allowed_origins) {
+      if (o == "*") any = true;
+      else if (o == *origin) listed = true;
+    }
+    if (!any && !listed) return false;
+    ex.add_response_header("Access-Control-Allow-Origin", listed ? std::string(*origin) : "*");
+    ex.add_response_header("Vary", "Origin");
+    if (head.method != "OPTIONS" || !head.headers.has("Access-Control-Request-Method")) return false;
+    // A preflight is answered here, before authentication (browsers send it without the key).
+    // "*" in Allow-Headers does not cover Authorization, so the requested list is echoed.
+    Headers h{{"Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"},
+              {"Access-Control-Max-Age", "600"}};
+    if (auto req = head.headers.get("Access-Control-Request-Headers")) {
+      h.add("Access-Control-Allow-Headers", std::string(*req));
+    }
+    ex.respond(200, std::move(h), {});
+    return true;
+  }
+
   void handle(ServerExchangePtr ex) {
     const RequestHead& head = ex->request();
+    if (cors(*ex, head)) return;
     auto path = percent_decode(head.path());
     if (!path) {
       send_detail(*ex, 400, "Malformed path");

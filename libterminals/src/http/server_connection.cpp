@@ -70,12 +70,30 @@ void ServerExchangeImpl::resume_body() {
   if (live()) conn_->resume_body(*this);
 }
 
+namespace {
+
+// The response's own headers plus the exchange's added ones it does not set itself.
+Headers with_extra(const Headers& own, const Headers& extra) {
+  if (extra.empty()) return own;
+  Headers merged = own;
+  for (const auto& h : extra) {
+    if (!own.has(h.name)) merged.add(h.name, h.value);
+  }
+  return merged;
+}
+
+}  // namespace
+
 bool ServerExchangeImpl::write_head(const ResponseHead& head) {
   if (!live() || head_written_) return false;
   std::optional<std::uint64_t> length;
   if (auto v = head.headers.get("content-length")) length = parse_content_length(*v);
   else if (head.content_length) length = head.content_length;
-  return conn_->start_response(*this, head.status, head.reason, head.headers, length, true);
+  if (extra_headers_.empty()) {
+    return conn_->start_response(*this, head.status, head.reason, head.headers, length, true);
+  }
+  return conn_->start_response(*this, head.status, head.reason, with_extra(head.headers, extra_headers_),
+                               length, true);
 }
 
 bool ServerExchangeImpl::write(std::string_view data) {
@@ -96,7 +114,9 @@ void ServerExchangeImpl::end(std::string_view last_data) {
 void ServerExchangeImpl::respond(int status, Headers headers, std::string_view body) {
   if (!live()) return;
   // Head and body are assembled together and go out in one write from end().
-  if (!head_written_) conn_->start_response(*this, status, {}, headers, body.size(), false);
+  if (!head_written_) {
+    conn_->start_response(*this, status, {}, with_extra(headers, extra_headers_), body.size(), false);
+  }
   conn_->end(*this, body);
 }
 

@@ -53,6 +53,9 @@ class ServerExchangeImpl final : public ServerExchange {
   void set_drain_handler(MoveOnlyFunction<void()> on_drain) override;
   void end(std::string_view last_data) override;
   void respond(int status, Headers headers, std::string_view body) override;
+  void add_response_header(std::string name, std::string value) override {
+    extra_headers_.add(std::move(name), std::move(value));
+  }
   void on_abort(MoveOnlyFunction<void()> handler) override;
   bool aborted() const override { return aborted_; }
   bool ended() const override { return ended_; }
@@ -83,6 +86,7 @@ class ServerExchangeImpl final : public ServerExchange {
   // Response.
   bool head_request_ = false;
   bool head_written_ = false;
+  Headers extra_headers_;  // add_response_header(); merged into the head when it is written
   bool ended_ = false;
   bool aborted_ = false;
   bool abort_notified_ = false;
