@@ -57,6 +57,9 @@ struct TerminalSpec {
   ResourceLimits limits;
   std::optional<Isolation> isolation;      ///< empty: the backend's default
   NetworkMode network = NetworkMode::None;
+  /// For the orchestrator, not backends: stop the terminal after this long without activity.
+  /// Empty: the orchestrator's default; 0: never.
+  std::optional<std::chrono::minutes> idle_timeout;
 };
 
 enum class TerminalState { Provisioning, Running, Stopping, Stopped, Error };
