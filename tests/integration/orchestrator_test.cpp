@@ -610,16 +610,24 @@ TEST_CASE("orchestrator: destroying it cancels pending acquires later") {
   f.finish();
 }
 
-}  // TEST_SUITE
-
-TEST_SUITE("unit") {
-
-TEST_CASE("orchestrator: retry_after_seconds reads the throttle's hint only") {
-  CHECK(retry_after_seconds(Error(Errc::LimitExceeded, "too many terminals are starting (3 waiting); retry after 7 seconds")) == 7u);
-  CHECK(retry_after_seconds(Error(Errc::LimitExceeded, "retry after 0 seconds")) == 1u);
-  CHECK_FALSE(retry_after_seconds(Error(Errc::LimitExceeded, "file too large")).has_value());
-  CHECK_FALSE(retry_after_seconds(Error(Errc::Timeout, "retry after 7 seconds")).has_value());
-  CHECK_FALSE(retry_after_seconds(Error(Errc::LimitExceeded, "retry after soon")).has_value());
+TEST_CASE("orchestrator: an acquire that arrives while its terminal stops waits and gets it back") {
+  Fixture f;
+  f.use_fake();
+  f.fake->hold = false;
+  f.make_orchestrator();
+  auto first = f.acquire_ok({"alice"});
+  std::optional<Result<std::size_t>> stopped;
+  f.orch->stop({"alice", "", ""}, [&](Result<std::size_t> r) { stopped.emplace(std::move(r)); });
+  CHECK(f.state_of({"alice"}) == TerminalState::Stopping);
+  // Not handed the terminal being stopped: it waits for the stop, then provisions again.
+  auto again = f.acquire_ok({"alice"});
+  REQUIRE(stopped.has_value());
+  CHECK(stopped->value() == 1);
+  CHECK(again.name == first.name);
+  CHECK(f.fake->provisions == 2);
+  CHECK(f.fake->terminals.begin()->second.state == TerminalState::Running);
+  CHECK(f.state_of({"alice"}) == TerminalState::Running);
+  f.finish();
 }
 
 }  // TEST_SUITE
