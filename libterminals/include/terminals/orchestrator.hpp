@@ -95,7 +95,9 @@ class TERMINALS_API Orchestrator {
   /// A running terminal for `key`, provisioned if needed; counts as activity. Errors:
   /// InvalidArgument (empty user id), NotFound (unknown policy, from the resolver),
   /// LimitExceeded with a retry-after (provision queue full), Cancelled (shutting down),
-  /// and the backend's errors with their messages.
+  /// and the backend's errors with their messages. A terminal confirmed running less than
+  /// `status_ttl` ago is answered at once, else the backend is asked and a dead one is
+  /// provisioned again.
   virtual void acquire(const TerminalKey& key, Callback<TerminalInfo> done) = 0;
   /// Activity from HTTP traffic: postpones the idle reaper.
   virtual void touch(const TerminalKey& key) = 0;
@@ -107,12 +109,13 @@ class TERMINALS_API Orchestrator {
   /// (the proxy calls this when connecting to the terminal fails).
   virtual void invalidate(const TerminalKey& key) = 0;
 
-  /// Every terminal tracked, sorted by key.
+  /// Every terminal tracked (running, starting, stopped or failed), sorted by key.
   virtual std::vector<TerminalRow> list() const = 0;
 
-  /// Admin: stops the running terminals matching `filter` (an empty user, policy or context
-  /// matches any, so a filter cannot single out default contexts) and completes with how many
-  /// it stopped. Terminals whose provision is queued or in flight are not affected. A backend
+  /// Admin: stops the running terminals matching `filter` and completes with how many it
+  /// stopped. Filters: an empty user, policy or context matches any (note that `policy_id`
+  /// defaults to "default": set it to "" for any policy); context "default" matches only
+  /// default contexts. Terminals whose provision is queued or in flight are not affected. A backend
   /// error fails the whole call with its message, after the other stops have run.
   virtual void stop(const TerminalKey& filter, Callback<std::size_t> done) = 0;
   /// Admin: stops matching terminals (with `only_idle`, only those idle: not running, or with
