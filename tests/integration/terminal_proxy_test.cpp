@@ -740,4 +740,123 @@ TEST_CASE("proxy: websocket closes when the agent goes away") {
   f.check_no_leaks();
 }
 
+TEST_CASE("proxy: websocket resolve_target finds the terminal once the token is known") {
+  test::AgentFixture f;
+  const std::string id = create_terminal(f);
+  auto proxy = TerminalProxy::create(*f.loop);
+  std::vector<std::string> tokens;
+  TestServer front(*f.loop);
+  front.handler = [&](ServerExchangePtr ex) {
+    TerminalProxy::WsOptions o;
+    o.resolve_target = [&](std::string token, MoveOnlyFunction<void(Result<ProxyTarget>)> done) {
+      tokens.push_back(token);
+      if (token != kUserToken) return done(Error(Errc::PolicyDenied, "Failed to resolve terminal instance",
+                                                 ErrorSource::Http, 4003));
+      done(ProxyTarget{f.agent->local_endpoint(), test::kKey});
+    };
+    // The real target is not known yet.
+    proxy->forward_websocket(std::move(ex), ProxyTarget{}, std::move(o));
+  };
+  SUBCASE("resolved") {
+    test::WsClient ws(*f.loop, front.endpoint(), "/api/terminals/" + id);
+    REQUIRE(ws.upgraded());
+    ws.send_text(auth_message(kUserToken));
+    ws.send_binary("echo hi-$((6*7))\n");
+    CHECK(ws.wait_output("hi-42"));
+    CHECK_FALSE(ws.close_code.has_value());
+  }
+  SUBCASE("refused with the caller's close code and reason") {
+    test::WsClient ws(*f.loop, front.endpoint(), "/api/terminals/" + id);
+    REQUIRE(ws.upgraded());
+    ws.send_text(auth_message("bad"));
+    REQUIRE(ws.wait_close_frame());
+    CHECK(ws.close_code == std::optional<std::uint16_t>(4003));
+    CHECK(ws.close_reason == "Failed to resolve terminal instance");
+  }
+  CHECK(tokens.size() == 1);
+  front.server.reset();
+  proxy.reset();
+  f.finish();
+}
+
+TEST_CASE("proxy: websocket output to a client that stops reading is held back") {
+  test::AgentFixture f;
+  const std::string id = create_terminal(f);
+  auto proxy = TerminalProxy::create(*f.loop);
+  TestServer front(*f.loop);
+  front.handler = [&](ServerExchangePtr ex) {
+    proxy->forward_websocket(std::move(ex), ProxyTarget{f.agent->local_endpoint(), test::kKey}, ws_options());
+  };
+  test::WsClient ws(*f.loop, front.endpoint(), "/api/terminals/" + id);
+  REQUIRE(ws.upgraded());
+  ws.send_text(auth_message(kUserToken));
+  ws.send_binary("echo ready-$((1+1))\n");
+  REQUIRE(ws.wait_output("ready-2"));
+  const std::size_t baseline = test::current_rss_bytes();
+  ws.pause_reading();
+  // Far more output than the socket buffers on the way hold.
+  ws.send_binary("head -c 200000000 /dev/zero | tr '\\0' 'x'; echo; echo done-$((2+3))\n");
+  test::run_for(*f.loop, 2000ms);
+  const std::size_t now = test::current_rss_bytes();
+  const std::size_t growth = now > baseline ? now - baseline : 0;
+  MESSAGE("RSS growth while the client did not read: " << growth / 1024 << " KiB");
+#if !defined(__SANITIZE_ADDRESS__)
+  CHECK(growth < (24u << 20));
+#endif
+  ws.resume_reading();
+  // Everything arrives once the client reads again (output is discarded as it comes).
+  CHECK(ws.wait([&] {
+    if (ws.output.size() > (1u << 20)) ws.output.erase(0, ws.output.size() - 64);
+    return ws.output.find("done-5") != std::string::npos;
+  }, 60s));
+  front.server.reset();
+  proxy.reset();
+  f.finish();
+}
+
+TEST_CASE("proxy: websocket retry_connect_for waits for a starting agent") {
+  test::LoopFixture f;
+  test::TempDir dir;
+  test::TempDir home;
+  const Endpoint sock = Endpoint::unix_socket(dir.file("agent.sock"));
+  auto proxy = TerminalProxy::create(*f.loop);
+  int opened = 0;
+  TestServer front(*f.loop);
+  front.handler = [&](ServerExchangePtr ex) {
+    auto o = ws_options(&opened);
+    o.upstream_target = "/api/terminals/none";
+    o.retry_connect_for = 3000ms;
+    proxy->forward_websocket(std::move(ex), ProxyTarget{sock, test::kKey}, std::move(o));
+  };
+  AgentPtr agent;
+  auto starter = f.loop->create_timer([&] {
+    AgentOptions options;
+    options.listen = sock;
+    options.api_key = test::kKey;
+    options.home = home.path();
+    auto created = Agent::create(*f.loop, std::move(options));
+    REQUIRE(created.has_value());
+    agent = std::move(created).value();
+  });
+  starter->start(300ms);
+  {
+    test::WsClient ws(*f.loop, front.endpoint(), "/api/terminals/x");
+    REQUIRE(ws.upgraded());
+    ws.send_text(auth_message(kUserToken));
+    // The agent is reached once it listens; it knows no such session: 4004, not 1014.
+    REQUIRE(ws.wait_close_frame());
+    CHECK(ws.close_code == std::optional<std::uint16_t>(4004));
+    CHECK(agent != nullptr);
+  }
+  CHECK(opened == 0);
+  starter.reset();
+  front.server.reset();
+  proxy.reset();
+  bool done = false;
+  agent->shutdown(1s, [&](Status) { done = true; });
+  REQUIRE(test::run_until(*f.loop, [&] { return done; }));
+  agent.reset();
+  f.check_no_leaks();
+}
+
 }  // TEST_SUITE
