@@ -72,7 +72,8 @@ TEST_CASE("auth: bearer token parsing") {
   auto parse = [](std::initializer_list<const char*> values) {
     RequestHead head;
     for (const char* v : values) head.headers.add("Authorization", v);
-    return bearer_token(head);
+    auto token = bearer_token(head);  // a view into `head`: copied before it goes
+    return token ? Result<std::string>(std::string(*token)) : Result<std::string>(token.error());
   };
   CHECK(parse({"Bearer abc.def"}).value() == "abc.def");
   CHECK(parse({"bearer abc"}).value() == "abc");
