@@ -859,4 +859,39 @@ TEST_CASE("proxy: websocket retry_connect_for waits for a starting agent") {
   f.check_no_leaks();
 }
 
+TEST_CASE("proxy: websocket client that leaves while its terminal is resolved") {
+  test::LoopFixture f;
+  auto proxy = TerminalProxy::create(*f.loop);
+  std::optional<MoveOnlyFunction<void(Result<ProxyTarget>)>> pending;
+  int opened = 0;
+  int closed = 0;
+  TestServer front(*f.loop);
+  front.handler = [&](ServerExchangePtr ex) {
+    auto o = ws_options(&opened, &closed);
+    o.resolve_target = [&](std::string, MoveOnlyFunction<void(Result<ProxyTarget>)> done) {
+      pending.emplace(std::move(done));  // answered only after the client left
+    };
+    proxy->forward_websocket(std::move(ex), ProxyTarget{}, std::move(o));
+  };
+  {
+    test::WsClient ws(*f.loop, front.endpoint(), "/api/terminals/x");
+    REQUIRE(ws.upgraded());
+    ws.send_text(auth_message(kUserToken));
+    ws.send_binary("typed while waiting\n");
+    REQUIRE(test::run_until(*f.loop, [&] { return pending.has_value(); }));
+    CHECK(proxy->open_tunnels() == 1);
+    ws.disconnect();
+  }
+  // Seen although the tunnel is still waiting for the resolution.
+  CHECK(test::run_until(*f.loop, [&] { return proxy->open_tunnels() == 0; }));
+  (*pending)(ProxyTarget{Endpoint::tcp("127.0.0.1", 1), "k"});
+  test::run_for(*f.loop, 50ms);
+  CHECK(opened == 0);
+  CHECK(closed == 0);
+  pending.reset();
+  front.server.reset();
+  proxy.reset();
+  f.check_no_leaks();
+}
+
 }  // TEST_SUITE

@@ -21,11 +21,15 @@
 //
 // WebSocket (`forward_websocket`): the reference's first-message protocol (§2.1). We answer
 // the client's handshake, read its first message (a text {"type":"auth","token":...} within
-// 10 s, at most 64 KiB, else close 4001), have the caller check the token, then connect to the
-// agent, send it {"type":"auth","token":<terminal key>} and from then on copy bytes both ways
-// unparsed except for frame boundaries (kept so that a close frame can be injected cleanly).
-// Close codes from either side pass through. Agent unreachable or rejecting the handshake:
-// 1014; agent gone without a close frame: 1011; unknown session on the agent: 4004.
+// 10 s, at most 64 KiB, else close 4001), have the caller check the token or resolve the
+// terminal (up to 180 s, as that may start it; a client that leaves meanwhile is noticed),
+// then connect to the agent, send it {"type":"auth","token":<terminal key>} followed by
+// whatever the client sent after its auth message, and from then on copy bytes both ways
+// unparsed except for frame boundaries (followed so that a close frame can be inserted
+// cleanly). Close codes from either side pass through. Agent unreachable or rejecting the
+// handshake: 1014; agent gone without a close frame: 1011; unknown session on the agent:
+// 4004; no byte either way for `idle_timeout`: 1001. When one side ends, the other is
+// half-closed and the tunnel ends within 2 s.
 
 #include <chrono>
 #include <cstddef>

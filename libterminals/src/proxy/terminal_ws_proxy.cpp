@@ -31,6 +31,10 @@ namespace {
 
 constexpr std::chrono::milliseconds kAuthTimeout{10'000};
 constexpr std::size_t kMaxAuthMessage = 64 * 1024;
+// The token check or terminal resolution (which may start the terminal) gets this long.
+constexpr std::chrono::milliseconds kResolveTimeout{180'000};
+// Client bytes kept while the agent is not connected yet; beyond, reading pauses.
+constexpr std::size_t kMaxPending = 1u << 20;
 constexpr std::size_t kMaxAgentHead = 16 * 1024;
 // After a close frame or one side's end, how long the other side gets to finish.
 constexpr std::chrono::milliseconds kLinger{2'000};
@@ -167,7 +171,11 @@ class WsTunnel : public std::enable_shared_from_this<WsTunnel> {
     switch (phase_) {
       case Phase::Auth: return on_auth_bytes(*r);
       case Phase::Checking:
-      case Phase::Connecting: pending_.append(*r); return;  // reading is stopped; just in case
+      case Phase::Connecting:
+        // Kept for the agent; reading goes on meanwhile so that a client that leaves is seen.
+        pending_.append(*r);
+        if (pending_.size() > kMaxPending) client_->read_stop();
+        return;
       case Phase::Open: return to_agent(*r);
       case Phase::Closing:
         client_frames_.feed(*r);
@@ -212,8 +220,10 @@ class WsTunnel : public std::enable_shared_from_this<WsTunnel> {
     if (!token || (!check_ && !resolve_)) return close_client(kWsCloseAuthFailed, "Invalid token");
     // Frames after the auth message go to the agent as they are, once it is connected.
     pending_ = reader_.take_remaining();
-    client_->read_stop();
+    if (pending_.size() > kMaxPending) client_->read_stop();
     phase_ = Phase::Checking;
+    // Resolving may provision the terminal, which takes longer than the auth message may.
+    timer_->start(kResolveTimeout);
     std::weak_ptr<WsTunnel> weak = weak_from_this();
     Loop& loop = shared_.loop;
     if (resolve_) {
@@ -414,9 +424,8 @@ class WsTunnel : public std::enable_shared_from_this<WsTunnel> {
 
   void on_timer() {
     switch (phase_) {
-      case Phase::Auth:
-      case Phase::Checking:
-        return close_client(kWsCloseAuthFailed, "Auth timeout or invalid payload");
+      case Phase::Auth: return close_client(kWsCloseAuthFailed, "Auth timeout or invalid payload");
+      case Phase::Checking: return close_client(kWsCloseInternal, "Timed out resolving the terminal");
       case Phase::Connecting:
         if (!agent_) return connect();  // the retry interval passed
         return close_client(kWsCloseBadGateway, "Terminal handshake timed out");
