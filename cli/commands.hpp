@@ -52,6 +52,7 @@ int usage_error(Io io, std::string_view command, std::string_view message);
 // The commands (one cmd_<name>.cpp each).
 extern const Command agent_command;
 extern const Command help_command;
+extern const Command serve_command;
 extern const Command version_command;
 
 }  // namespace terminals::cli

@@ -19,6 +19,7 @@ namespace {
 const Command* const kCommands[] = {
     &help_command,
     &version_command,
+    &serve_command,
     &agent_command,
 };
 

@@ -49,6 +49,12 @@ expect 2 "" "unexpected argument 'extra'" -- version extra
 expect 2 "" "terminals-cli version --help" -- version --short --json
 expect 2 "" "'nope' is not a terminals-cli command" -- help nope
 expect 0 "^  agent +Serve the Open Terminal" "" -- --help
+expect 0 "^  serve +Run the orchestrator" "" -- --help
+expect 0 "^Usage: terminals-cli serve" "" -- serve --help
+expect 0 "TERMINALS_OPEN_WEBUI_URL" "" -- help serve
+expect 2 "" "TERMINALS_PORT: 'abc' is not a port number" -- serve --port abc
+expect 2 "" "unexpected argument 'extra'" -- serve extra
+expect 2 "" "--host needs a value" -- serve --host
 expect 0 "^Usage: terminals-cli agent" "" -- agent --help
 expect 0 "OPEN_TERMINAL_API_KEY_FILE" "" -- help agent
 expect 0 "OPEN_TERMINAL_INFO" "" -- help agent

@@ -1,0 +1,327 @@
+// The whole service (terminals-cli serve as a library object) end to end: auth, the
+// orchestrator over a real LocalBackend with real agents, the proxy, the WebSocket, admin routes,
+// and Open WebUI mode against a small fake Open WebUI on loopback.
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "json/json.hpp"
+#include "support/loop_runner.hpp"
+#include "support/ws_client.hpp"
+#include "terminals/http_client.hpp"
+#include "terminals/server.hpp"
+#include "terminals/service.hpp"
+
+using namespace terminals;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* kServiceKey = "service-key-for-tests-0123456789";
+
+struct ServiceFixture : test::LoopFixture {
+  test::TempDir data;
+  ServicePtr service;
+  std::unique_ptr<HttpClient> client;
+
+  explicit ServiceFixture(std::function<void(Settings&, Loop&)> configure = {}) {
+    ::chmod(data.path().c_str(), 0711);
+    Settings s;
+    s.host = "127.0.0.1";
+    s.port = 0;
+    s.data_dir = data.path() + "/data";
+    s.api_key = kServiceKey;
+    s.agent_path = TERMINALS_AGENT_PATH;
+    // Isolation none keeps these tests about the service; the local backend's own tests cover
+    // the sandbox. As root the default would be sandbox, which works too but is slower.
+    s.isolation = "none";
+    s.max_concurrent_provisions = 16;
+    if (configure) configure(s, *loop);
+    auto created = Service::create(*loop, s);
+    REQUIRE_MESSAGE(created.has_value(), (created ? "" : created.error().message));
+    service = std::move(created).value();
+    std::optional<Status> started;
+    service->start([&](Status st) { started.emplace(std::move(st)); });
+    REQUIRE(test::run_until(*loop, [&] { return started.has_value(); }, 20s));
+    REQUIRE_MESSAGE(started->has_value(), (*started ? "" : started->error().message));
+    client = HttpClient::create(*loop);
+  }
+
+  Endpoint at() const { return service->local_endpoint(); }
+
+  FetchResponse fetch(std::string method, std::string target, std::string body = {},
+                      std::optional<std::string> key = std::string(kServiceKey),
+                      std::optional<std::string> user = std::string("alice"), Headers extra = {}) {
+    RequestHead head;
+    head.method = std::move(method);
+    head.target = std::move(target);
+    head.headers = std::move(extra);
+    if (key) head.headers.add("Authorization", "Bearer " + *key);
+    if (user) head.headers.add("X-User-Id", *user);
+    if (!body.empty()) head.headers.add("Content-Type", "application/json");
+    std::optional<Result<FetchResponse>> got;
+    client->fetch(at(), std::move(head), std::move(body), [&](Result<FetchResponse> r) { got.emplace(std::move(r)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 30s));
+    REQUIRE_MESSAGE(got->has_value(), (*got ? "" : got->error().message));
+    return std::move(*got).value();
+  }
+
+  std::size_t terminal_records() const {
+    std::size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(data.path() + "/data/terminals")) {
+      if (e.path().extension() == ".json") ++n;
+    }
+    return n;
+  }
+
+  void finish() {
+    client.reset();
+    std::optional<Status> stopped;
+    service->shutdown(2s, [&](Status s) { stopped.emplace(std::move(s)); });
+    REQUIRE(test::run_until(*loop, [&] { return stopped.has_value(); }, 20s));
+    service.reset();
+    // The agents outlive the service by design (adopted next start); end them for the test.
+    std::system(("pkill -KILL -f -- '--home " + data.path() + "/data/homes' >/dev/null 2>&1").c_str());
+    test::run_for(*loop, 100ms);
+  }
+};
+
+std::string json_field(const std::string& body, const char* name) {
+  auto doc = detail::parse_json(body);
+  if (!doc || !doc->IsObject() || !doc->HasMember(name)) return {};
+  const auto& v = (*doc)[name];
+  if (v.IsString()) return v.GetString();
+  return detail::to_json(v);
+}
+
+}  // namespace
+
+TEST_SUITE("integration") {
+
+TEST_CASE("service: health is open and the data plane needs credentials and a user") {
+  ServiceFixture f;
+  auto health = f.fetch("GET", "/health", {}, std::nullopt, std::nullopt);
+  CHECK(health.head.status == 200);
+  CHECK(health.body == R"({"status":true})");
+  CHECK(f.fetch("GET", "/files/list", {}, std::nullopt, std::nullopt).head.status == 401);
+  CHECK(f.fetch("GET", "/files/list", {}, std::string("wrong-key-0123456789"), std::string("a")).head.status == 401);
+  auto missing = f.fetch("GET", "/files/list", {}, std::string(kServiceKey), std::nullopt);
+  CHECK(missing.head.status == 422);
+  CHECK(missing.body.find(R"("loc":["header","X-User-Id"])") != std::string::npos);
+  for (const std::string& bad : std::vector<std::string>{"", "../x", "a/b", "a b", std::string(300, 'x')}) {
+    auto r = f.fetch("GET", "/files/list", {}, std::string(kServiceKey), bad);
+    CHECK_MESSAGE(r.head.status == 400, "user id '" << bad << "' got " << r.head.status);
+  }
+  auto ctx = f.fetch("GET", "/files/list", {}, std::string(kServiceKey), std::string("alice"),
+                     Headers{{"X-Terminal-Context-Id", "project:x"}});
+  CHECK(ctx.head.status == 400);
+  CHECK(ctx.body.find("only chat and automation contexts") != std::string::npos);
+  CHECK(f.fetch("GET", "/api/v1/terminals", {}, std::nullopt, std::nullopt).head.status == 401);
+  CHECK(f.terminal_records() == 0);  // nothing was provisioned for any of those
+  f.finish();
+}
+
+TEST_CASE("service: Open Terminal routes behave through the proxy as on the agent") {
+  ServiceFixture f;
+  auto write = f.fetch("POST", "/files/write", R"({"path":"notes/a.txt","content":"hello\n"})");
+  REQUIRE(write.head.status == 200);
+  CHECK(json_field(write.body, "size") == "6");
+  auto read = f.fetch("GET", "/files/read?path=notes/a.txt");
+  CHECK(read.head.status == 200);
+  CHECK(json_field(read.body, "content") == "hello\n");
+  auto missing = f.fetch("GET", "/files/read?path=nope.txt");
+  CHECK(missing.head.status == 404);
+  CHECK(missing.body == R"({"detail":"File not found"})");
+  auto invalid = f.fetch("GET", "/files/read");
+  CHECK(invalid.head.status == 422);
+  auto run = f.fetch("POST", "/execute?wait=10", R"({"command":"echo through-the-proxy; id -u"})");
+  CHECK(run.head.status == 200);
+  CHECK(run.body.find("through-the-proxy") != std::string::npos);
+  // The agent saw its own key, not ours: a command's environment holds neither.
+  auto env = f.fetch("POST", "/execute?wait=10", R"({"command":"env"})");
+  CHECK(env.body.find(kServiceKey) == std::string::npos);
+  CHECK(env.body.find("OPEN_TERMINAL_API_KEY") == std::string::npos);
+  // Policy routes: only "default" exists until policies arrive.
+  CHECK(f.fetch("GET", "/p/default/files/cwd").head.status == 200);
+  auto unknown = f.fetch("GET", "/p/nope/files/cwd");
+  CHECK(unknown.head.status == 404);
+  CHECK(unknown.body == R"({"detail":"Policy 'nope' not found"})");
+  // Users are apart: bob does not see alice's file.
+  CHECK(f.fetch("GET", "/files/read?path=notes/a.txt", {}, std::string(kServiceKey), std::string("bob")).head.status == 404);
+  f.finish();
+}
+
+TEST_CASE("service: the tool schema comes from a terminal with authentication removed") {
+  ServiceFixture f;
+  auto schema = f.fetch("GET", "/openapi.json", {}, std::string(kServiceKey), std::nullopt);
+  REQUIRE(schema.head.status == 200);
+  auto doc = detail::parse_json(schema.body);
+  REQUIRE(doc.has_value());
+  CHECK(!doc->HasMember("security"));
+  CHECK(!(*doc)["components"].HasMember("securitySchemes"));
+  std::set<std::string> ops;
+  for (auto& path : (*doc)["paths"].GetObject()) {
+    for (auto& op : path.value.GetObject()) {
+      CHECK(!op.value.HasMember("security"));
+      if (op.value.HasMember("operationId")) ops.insert(op.value["operationId"].GetString());
+    }
+  }
+  CHECK(ops.size() == 12);
+  CHECK(ops.count("run_command") == 1);
+  CHECK(f.fetch("GET", "/openapi.json", {}, std::nullopt, std::nullopt).head.status == 401);
+  f.finish();
+}
+
+TEST_CASE("service: 200 parallel first requests of one user create exactly one terminal") {
+  ServiceFixture f;
+  std::vector<int> statuses;
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < 200; ++i) {
+    auto& c = clients.emplace_back(HttpClient::create(*f.loop));
+    RequestHead head;
+    head.target = "/files/cwd";
+    head.headers.add("Authorization", std::string("Bearer ") + kServiceKey);
+    head.headers.add("X-User-Id", "crowd");
+    c->fetch(f.at(), std::move(head), {}, [&](Result<FetchResponse> r) {
+      statuses.push_back(r ? r->head.status : -1);
+    });
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return statuses.size() == 200; }, 60s));
+  CHECK(std::count(statuses.begin(), statuses.end(), 200) == 200);
+  CHECK(f.terminal_records() == 1);
+  auto list = f.fetch("GET", "/api/v1/terminals", {}, std::string(kServiceKey), std::nullopt);
+  CHECK(list.body.find(R"("user_id":"crowd")") != std::string::npos);
+  clients.clear();
+  f.finish();
+}
+
+TEST_CASE("service: 100 new users at once are all served") {
+  ServiceFixture f;
+  std::vector<int> statuses;
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < 100; ++i) {
+    auto& c = clients.emplace_back(HttpClient::create(*f.loop));
+    RequestHead head;
+    head.target = "/files/cwd";
+    head.headers.add("Authorization", std::string("Bearer ") + kServiceKey);
+    head.headers.add("X-User-Id", "user-" + std::to_string(i));
+    c->fetch(f.at(), std::move(head), {}, [&](Result<FetchResponse> r) {
+      statuses.push_back(r ? r->head.status : -1);
+    });
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return statuses.size() == 100; }, 90s));
+  CHECK(std::count(statuses.begin(), statuses.end(), 200) == 100);
+  CHECK(f.terminal_records() == 100);
+  clients.clear();
+  f.finish();
+}
+
+TEST_CASE("service: the PTY WebSocket works through the proxy with the key swapped") {
+  ServiceFixture f;
+  auto created = f.fetch("POST", "/api/terminals", {}, std::string(kServiceKey), std::string("carol"));
+  REQUIRE(created.head.status == 200);
+  std::string id = json_field(created.body, "id");
+  REQUIRE(!id.empty());
+  test::WsClient ws(*f.loop, f.at(), "/api/terminals/" + id + "?user_id=carol");
+  REQUIRE(ws.upgraded());
+  ws.send_text(std::string(R"({"type":"auth","token":")") + kServiceKey + "\"}");
+  ws.send_binary("echo ws-$((6*7))\n");
+  CHECK(ws.wait_output("ws-42"));
+  ws.send_close(1000);
+  ws.wait_disconnected();
+
+  // A wrong token never reaches the terminal.
+  auto again = f.fetch("POST", "/api/terminals", {}, std::string(kServiceKey), std::string("carol"));
+  std::string id2 = json_field(again.body, "id");
+  test::WsClient bad(*f.loop, f.at(), "/api/terminals/" + id2 + "?user_id=carol");
+  REQUIRE(bad.upgraded());
+  bad.send_text(R"({"type":"auth","token":"not-the-key-0123456789"})");
+  REQUIRE(bad.wait_close_frame());
+  CHECK(*bad.close_code == 4001);
+  // No user id: 4002.
+  test::WsClient anon(*f.loop, f.at(), "/api/terminals/" + id2);
+  REQUIRE(anon.upgraded());
+  anon.send_text(std::string(R"({"type":"auth","token":")") + kServiceKey + "\"}");
+  REQUIRE(anon.wait_close_frame());
+  CHECK(*anon.close_code == 4002);
+  f.finish();
+}
+
+TEST_CASE("service: admin routes list stop and refresh terminals") {
+  ServiceFixture f;
+  REQUIRE(f.fetch("GET", "/files/cwd", {}, std::string(kServiceKey), std::string("dave")).head.status == 200);
+  auto status = f.fetch("GET", "/api/v1/status", {}, std::string(kServiceKey), std::nullopt);
+  CHECK(status.head.status == 200);
+  CHECK(json_field(status.body, "backend") == "local");
+  CHECK(json_field(status.body, "active_terminals") == "1");
+  auto rows = f.fetch("GET", "/api/v1/terminals", {}, std::string(kServiceKey), std::nullopt);
+  CHECK(rows.body.find(R"("user_id":"dave")") != std::string::npos);
+  CHECK(rows.body.find("api_key") == std::string::npos);
+  auto nobody = f.fetch("POST", "/api/v1/terminals/stop", R"({"user_id":"nobody"})", std::string(kServiceKey), std::nullopt);
+  CHECK(nobody.head.status == 404);
+  auto stop = f.fetch("POST", "/api/v1/terminals/stop", R"({"user_id":"dave"})", std::string(kServiceKey), std::nullopt);
+  CHECK(stop.head.status == 200);
+  CHECK(json_field(stop.body, "stopped") == "1");
+  // The next request starts it again, with the data kept.
+  CHECK(f.fetch("GET", "/files/cwd", {}, std::string(kServiceKey), std::string("dave")).head.status == 200);
+  auto refresh = f.fetch("POST", "/api/v1/terminals/refresh", R"({"only_idle":false})", std::string(kServiceKey), std::nullopt);
+  CHECK(refresh.head.status == 200);
+  CHECK(json_field(refresh.body, "refreshed") == "1");
+  f.finish();
+}
+
+TEST_CASE("service: Open WebUI unreachable is a 502 and provisions nothing") {
+  ServiceFixture f([](Settings& s, Loop&) { s.open_webui_url = "http://127.0.0.1:1"; });
+  auto down = f.fetch("GET", "/files/cwd", {}, std::string("token-erin"), std::nullopt);
+  CHECK(down.head.status == 502);
+  CHECK(f.terminal_records() == 0);
+  f.finish();
+}
+
+TEST_CASE("service: Open WebUI mode validates user tokens and caches them") {
+  // A fake Open WebUI on the service's loop, faithful to GET /api/v1/auths/: it reads the
+  // bearer token and answers the user object, or 401.
+  int calls = 0;
+  ServerPtr fake;
+  ServiceFixture f([&](Settings& s, Loop& loop) {
+    auto server = Server::create(loop, ServerOptions{Endpoint::tcp("127.0.0.1", 0)}, [&](ServerExchangePtr ex) {
+      ++calls;
+      auto auth = ex->request().headers.get("Authorization").value_or("");
+      if (ex->request().path() == "/api/v1/auths/" && auth == "Bearer token-erin") {
+        ex->respond(200, Headers{{"Content-Type", "application/json"}},
+                    R"({"id":"erin","email":"erin@example.com","role":"user"})");
+      } else {
+        ex->respond(401, Headers{{"Content-Type", "application/json"}}, R"({"detail":"Not authenticated"})");
+      }
+    });
+    REQUIRE(server.has_value());
+    fake = std::move(server).value();
+    s.open_webui_url = "http://127.0.0.1:" + std::to_string(fake->local_endpoint().port);
+  });
+  auto ok = f.fetch("GET", "/files/cwd", {}, std::string("token-erin"), std::nullopt);
+  CHECK(ok.head.status == 200);
+  CHECK(calls == 1);
+  auto cached = f.fetch("GET", "/files/cwd", {}, std::string("token-erin"), std::string("erin"));
+  CHECK(cached.head.status == 200);
+  CHECK(calls == 1);  // served from the token cache
+  auto mismatch = f.fetch("GET", "/files/cwd", {}, std::string("token-erin"), std::string("mallory"));
+  CHECK(mismatch.head.status == 403);
+  auto invalid = f.fetch("GET", "/files/cwd", {}, std::string("token-bogus"), std::nullopt);
+  CHECK(invalid.head.status == 401);
+  // The service key still works alongside, and user tokens never open the admin routes.
+  CHECK(f.fetch("GET", "/files/cwd", {}, std::string(kServiceKey), std::string("erin")).head.status == 200);
+  CHECK(f.fetch("GET", "/api/v1/terminals", {}, std::string("token-erin"), std::nullopt).head.status == 401);
+  CHECK(f.terminal_records() == 1);  // erin's, whichever way she came in
+  f.finish();
+  fake.reset();
+  test::run_for(*f.loop, 20ms);
+}
+
+}  // TEST_SUITE
