@@ -1,6 +1,7 @@
 // terminals-cli serve: the orchestrator and authenticating proxy (terminals::Service) until
 // SIGINT or SIGTERM.
 
+#include <cctype>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -54,10 +55,12 @@ X-User-Id. Without TERMINALS_API_KEY a key is generated on first start, stored 0
 directory and printed once. With TERMINALS_OPEN_WEBUI_URL, users' Open WebUI tokens are accepted
 too (checked against Open WebUI, cached for TERMINALS_TOKEN_CACHE_TTL seconds).
 
-Other environment variables: TERMINALS_IMAGE, TERMINALS_TOKEN_CACHE_TTL,
-TERMINALS_OPEN_WEBUI_JWT_SECRET, TERMINALS_PROXY_CONNECT_TIMEOUT_SECONDS,
-TERMINALS_PROXY_READ_TIMEOUT_SECONDS, TERMINALS_MAX_CONCURRENT_PROVISIONS,
-TERMINALS_MAX_QUEUED_PROVISIONS, TERMINALS_AGENT_PATH, OPEN_TERMINAL_SYSTEM_PROMPT.
+Every other setting has a flag named after its variable too (TERMINALS_TOKEN_CACHE_TTL is
+--token-cache-ttl): TERMINALS_IMAGE, TERMINALS_TOKEN_CACHE_TTL, TERMINALS_OPEN_WEBUI_JWT_SECRET,
+TERMINALS_PROXY_CONNECT_TIMEOUT_SECONDS, TERMINALS_PROXY_READ_TIMEOUT_SECONDS,
+TERMINALS_MAX_CONCURRENT_PROVISIONS, TERMINALS_MAX_QUEUED_PROVISIONS, TERMINALS_AGENT_PATH,
+TERMINALS_MAX_CPU, TERMINALS_MAX_MEMORY, TERMINALS_MAX_STORAGE, TERMINALS_ALLOWED_IMAGES and
+OPEN_TERMINAL_SYSTEM_PROMPT (--system-prompt).
 
 Examples:
   terminals-cli serve
@@ -102,10 +105,21 @@ int run(Args args, Io io) {
       if (i + 1 >= args.size()) return std::nullopt;
       return std::string(args[++i]);
     };
-    if (auto flag = kFlags.find(name); flag != kFlags.end()) {
+    // Every setting also has a flag named after its variable: TERMINALS_TOKEN_CACHE_TTL is
+    // --token-cache-ttl (a few have shorter aliases above).
+    std::string derived;
+    if (name.starts_with("--")) {
+      derived = "TERMINALS_";
+      for (char c : name.substr(2)) derived += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      if (derived == "TERMINALS_SYSTEM_PROMPT") derived = "OPEN_TERMINAL_SYSTEM_PROMPT";
+      bool known = false;
+      for (const auto& n : known_setting_names()) known = known || n == derived;
+      if (!known || derived == "TERMINALS_INSECURE_OPEN") derived.clear();
+    }
+    if (auto flag = kFlags.find(name); flag != kFlags.end() || !derived.empty()) {
       auto v = value();
       if (!v) return usage_error(io, kName, std::string(name) + " needs a value");
-      input.flags[std::string(flag->second)] = *v;
+      input.flags[flag != kFlags.end() ? std::string(flag->second) : derived] = *v;
     } else if (name == "--env-file") {
       auto v = value();
       if (!v) return usage_error(io, kName, "--env-file needs a file");

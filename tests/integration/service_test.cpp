@@ -125,6 +125,17 @@ TEST_CASE("service: health is open and the data plane needs credentials and a us
   CHECK(ctx.body.find("only chat and automation contexts") != std::string::npos);
   CHECK(f.fetch("GET", "/api/v1/terminals", {}, std::nullopt, std::nullopt).head.status == 401);
   CHECK(f.terminal_records() == 0);  // nothing was provisioned for any of those
+  // Request ids and CORS preflights.
+  CHECK(health.head.headers.get("X-Request-Id").has_value());
+  auto traced = f.fetch("GET", "/health", {}, std::nullopt, std::nullopt, Headers{{"X-Request-Id", "req-123"}});
+  CHECK(traced.head.headers.get("X-Request-Id") == "req-123");
+  auto preflight = f.fetch("OPTIONS", "/files/list", {}, std::nullopt, std::nullopt,
+                           Headers{{"Origin", "https://chat.example.com"},
+                                   {"Access-Control-Request-Method", "GET"},
+                                   {"Access-Control-Request-Headers", "authorization, x-user-id"}});
+  CHECK(preflight.head.status == 200);
+  CHECK(preflight.head.headers.get("Access-Control-Allow-Headers") == "authorization, x-user-id");
+  CHECK(f.terminal_records() == 0);
   f.finish();
 }
 

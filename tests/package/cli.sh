@@ -55,6 +55,8 @@ expect 0 "TERMINALS_OPEN_WEBUI_URL" "" -- help serve
 expect 2 "" "TERMINALS_PORT: 'abc' is not a port number" -- serve --port abc
 expect 2 "" "unexpected argument 'extra'" -- serve extra
 expect 2 "" "--host needs a value" -- serve --host
+expect 2 "" "TERMINALS_TOKEN_CACHE_TTL: 'soon' is not a number of seconds" -- serve --token-cache-ttl soon
+expect 2 "" "unexpected argument '--no-such-setting'" -- serve --no-such-setting 1
 expect 0 "^Usage: terminals-cli agent" "" -- agent --help
 expect 0 "OPEN_TERMINAL_API_KEY_FILE" "" -- help agent
 expect 0 "OPEN_TERMINAL_INFO" "" -- help agent

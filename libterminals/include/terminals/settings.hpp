@@ -69,6 +69,10 @@ struct SettingsInput {
   std::map<std::string, std::string> flags;
 };
 
+/// Every variable `load_settings` reads (TERMINALS_* and OPEN_TERMINAL_SYSTEM_PROMPT), for
+/// flag spellings (--idle-timeout-minutes for TERMINALS_IDLE_TIMEOUT_MINUTES) and typo checks.
+TERMINALS_API const std::vector<std::string>& known_setting_names();
+
 /// Reads and validates the settings. InvalidArgument names the variable, the bad value and
 /// what is expected (e.g. "TERMINALS_PORT: 'abc' is not a port number (1-65535)").
 TERMINALS_API Result<Settings> load_settings(const SettingsInput& input = {});

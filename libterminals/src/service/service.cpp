@@ -26,6 +26,7 @@
 #include "terminals/loop.hpp"
 #include "terminals/orchestrator.hpp"
 #include "terminals/server.hpp"
+#include "util/crypto.hpp"
 
 namespace terminals {
 
@@ -260,6 +261,26 @@ class ServiceImpl final : public Service {
 
   void handle(ServerExchangePtr ex) {
     const RequestHead& head = ex->request();
+    // Every response carries a request id (the caller's, or a new one) for log correlation.
+    auto incoming = head.headers.get("X-Request-Id");
+    std::string request_id = incoming && !incoming->empty() && incoming->size() <= 128
+                                 ? std::string(*incoming)
+                                 : random_hex(16).value_or(std::string("0"));
+    ex->add_response_header("X-Request-Id", request_id);
+    // CORS as the reference (any origin) but without credentials: callers authenticate with an
+    // Authorization header, which a preflight allows; cookies are never involved.
+    if (auto origin = head.headers.get("Origin")) {
+      ex->add_response_header("Access-Control-Allow-Origin", "*");
+      ex->add_response_header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+      if (head.method == "OPTIONS" && head.headers.has("Access-Control-Request-Method")) {
+        Headers h{{"Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"},
+                  {"Access-Control-Max-Age", "600"}};
+        if (auto req = head.headers.get("Access-Control-Request-Headers")) {
+          h.add("Access-Control-Allow-Headers", std::string(*req));
+        }
+        return ex->respond(200, std::move(h), {});
+      }
+    }
     auto path = percent_decode(head.path());
     if (!path) return send_detail(*ex, 400, "Malformed path");
     Route route = route_for(head, *path);
@@ -331,7 +352,10 @@ class ServiceImpl final : public Service {
         if (!route.prefix.empty()) raw = raw.substr(raw.find('/', 3));
         fo.upstream_target = raw + (query.empty() ? "" : "?" + query);
         fo.forwarded_prefix = route.prefix;
-        fo.retry_connect_for = 3s;
+        // Retrying refused connects only makes sense while the terminal is starting (its agent
+        // may not accept yet); later a refused connect is a real failure to report.
+        bool starting = std::chrono::system_clock::now() - info.created_at < 30s;
+        fo.retry_connect_for = starting ? 3s : 0ms;
         std::weak_ptr<bool> alive = alive_;
         fo.on_activity = [this, alive, key]() {
           if (alive.lock() && *alive.lock()) orchestrator_->touch(key);

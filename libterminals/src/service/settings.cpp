@@ -126,6 +126,19 @@ Result<std::map<std::string, std::string>> parse_dotenv(std::string_view text) {
   return out;
 }
 
+const std::vector<std::string>& known_setting_names() {
+  static const std::vector<std::string> names = {
+      "TERMINALS_HOST", "TERMINALS_PORT", "TERMINALS_BACKEND", "TERMINALS_DATA_DIR",
+      "TERMINALS_DOCKER_DATA_DIR", "TERMINALS_IMAGE", "TERMINALS_API_KEY", "TERMINALS_OPEN_WEBUI_URL",
+      "TERMINALS_TOKEN_CACHE_TTL", "TERMINALS_OPEN_WEBUI_JWT_SECRET", "TERMINALS_INSECURE_OPEN",
+      "TERMINALS_IDLE_TIMEOUT_MINUTES", "TERMINALS_LOG_LEVEL", "TERMINALS_PROXY_CONNECT_TIMEOUT_SECONDS",
+      "TERMINALS_PROXY_READ_TIMEOUT_SECONDS", "TERMINALS_MAX_CPU", "TERMINALS_MAX_MEMORY",
+      "TERMINALS_MAX_STORAGE", "TERMINALS_ALLOWED_IMAGES", "TERMINALS_ISOLATION", "TERMINALS_AGENT_PATH",
+      "TERMINALS_MAX_CONCURRENT_PROVISIONS", "TERMINALS_MAX_QUEUED_PROVISIONS",
+      "OPEN_TERMINAL_SYSTEM_PROMPT"};
+  return names;
+}
+
 Result<Settings> load_settings(const SettingsInput& input) {
   // Gather NAME -> (value, source), later sources overriding earlier ones.
   std::map<std::string, std::pair<std::string, std::string>> values;
