@@ -732,7 +732,9 @@ TEST_CASE("proxy: websocket closes when the agent goes away") {
   REQUIRE(test::run_until(*f.loop, [&] { return done; }));
   f.agent.reset();
   REQUIRE(ws.wait_close_frame());
-  MESSAGE("close " << ws.close_code.value_or(0) << " " << ws.close_reason);
+  // The agent dropped the connection without a close frame: the proxy says why.
+  CHECK(ws.close_code == std::optional<std::uint16_t>(1011));
+  CHECK(ws.close_reason == "Terminal connection lost");
   CHECK(ws.wait_disconnected());
   CHECK(test::run_until(*f.loop, [&] { return closed == 1 && proxy->open_tunnels() == 0; }));
   front.server.reset();
