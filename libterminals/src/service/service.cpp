@@ -325,7 +325,7 @@ class ServiceImpl final : public Service {
     orchestrator_->acquire(key, [ex, alive, next = std::move(next)](Result<TerminalInfo> info) mutable {
       if (!alive.lock() || !*alive.lock() || ex->ended()) return;
       if (!info) {
-        const Error& e = info.error();
+        const Error e = std::move(info).error();
         if (auto retry = retry_after_seconds(e)) {
           return send_detail(*ex, 429, e.message, Headers{{"Retry-After", std::to_string(*retry)}});
         }
@@ -396,13 +396,11 @@ class ServiceImpl final : public Service {
         if (!context) return done(Error(Errc::InvalidArgument, context.error().message, ErrorSource::Http, 4004));
         *key = TerminalKey{who->user_id, policy, *context};
         orchestrator_->acquire(*key, [done = std::move(done)](Result<TerminalInfo> info) mutable {
-          if (!info) {
-            int code = info.error().code == Errc::NotFound ? 4004 : 4003;
-            std::string reason = info.error().code == Errc::NotFound ? info.error().message
-                                                                     : "Failed to resolve terminal instance";
-            return done(Error(info.error().code, reason, ErrorSource::Http, code));
-          }
-          done(ProxyTarget{info->endpoint, info->api_key});
+          if (info) return done(ProxyTarget{info->endpoint, info->api_key});
+          Error e = std::move(info).error();
+          bool unknown = e.code == Errc::NotFound;
+          done(Error(e.code, unknown ? e.message : "Failed to resolve terminal instance", ErrorSource::Http,
+                     unknown ? 4004 : 4003));
         });
       });
     };
