@@ -896,4 +896,32 @@ TEST_CASE("proxy: websocket client that leaves while its terminal is resolved") 
   f.check_no_leaks();
 }
 
+TEST_CASE("proxy: websocket without traffic for the idle timeout closes 1001") {
+  test::AgentFixture f;
+  const std::string id = create_terminal(f);
+  ProxyOptions po;
+  po.idle_timeout = 500ms;
+  auto proxy = TerminalProxy::create(*f.loop, po);
+  int closed = 0;
+  TestServer front(*f.loop);
+  front.handler = [&](ServerExchangePtr ex) {
+    proxy->forward_websocket(std::move(ex), ProxyTarget{f.agent->local_endpoint(), test::kKey},
+                             ws_options(nullptr, &closed));
+  };
+  test::WsClient ws(*f.loop, front.endpoint(), "/api/terminals/" + id);
+  REQUIRE(ws.upgraded());
+  const auto t0 = std::chrono::steady_clock::now();
+  ws.send_text(auth_message(kUserToken));
+  // The shell's start-up output counts as traffic; then nothing more comes.
+  REQUIRE(ws.wait_close_frame());
+  CHECK(std::chrono::steady_clock::now() - t0 >= 500ms);
+  CHECK(ws.close_code == std::optional<std::uint16_t>(1001));
+  CHECK(ws.close_reason == "Idle timeout");
+  CHECK(ws.wait_disconnected());
+  CHECK(test::run_until(*f.loop, [&] { return closed == 1 && proxy->open_tunnels() == 0; }));
+  front.server.reset();
+  proxy.reset();
+  f.finish();
+}
+
 }  // TEST_SUITE
