@@ -69,6 +69,12 @@ if [[ -e "$build/cli/terminals-cli" ]]; then
   "$prefix/bin/terminals-cli" --version
   step "installed terminals-cli agent hands over to the lean terminals-agent"
   test -x "$prefix/bin/terminals-agent"
+  # The agent runs once per terminal: none of these may creep back into its process (each costs
+  # hundreds of kB resident; see cli/CMakeLists.txt).
+  if ldd "$prefix/bin/terminals-agent" | grep -E 'libcurl|libssl|libcrypto|libstdc\+\+'; then
+    echo "terminals-agent links a library it must not (above)" >&2
+    exit 1
+  fi
   "$prefix/bin/terminals-cli" agent --no-auth --listen "unix:$work/agent.sock" --home "$work" &
   agent_pid=$!
   for _ in $(seq 100); do [[ -S "$work/agent.sock" ]] && break; sleep 0.05; done
