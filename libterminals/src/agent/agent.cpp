@@ -36,6 +36,21 @@ void send_error(ServerExchange& ex, const Error& error) {
   send_detail(ex, file_error_status(error), error.message);
 }
 
+HostFacts host_facts() {
+  HostFacts f;
+  struct utsname u {};
+  if (::uname(&u) == 0) {
+    f.os = u.sysname;
+    f.kernel = u.release;
+    f.arch = u.machine;
+    f.host = u.nodename;
+  }
+  if (const struct passwd* pw = ::getpwuid(::geteuid())) f.user = pw->pw_name;
+  const char* shell = std::getenv("SHELL");
+  f.shell = shell && *shell ? shell : "/bin/sh";
+  return f;
+}
+
 namespace {
 
 struct Job {
@@ -80,27 +95,13 @@ namespace {
 
 // A short description of where commands run, for GET /system.
 std::string system_prompt(const std::string& info) {
-  std::string os = "Linux";
-  std::string kernel;
-  std::string arch;
-  std::string host;
-  struct utsname u {};
-  if (::uname(&u) == 0) {
-    os = u.sysname;
-    kernel = u.release;
-    arch = u.machine;
-    host = u.nodename;
-  }
-  std::string user;
-  if (const struct passwd* pw = ::getpwuid(::geteuid())) user = pw->pw_name;
-  const char* shell = std::getenv("SHELL");
-  std::string prompt = "You have a terminal on " + os;
-  if (!kernel.empty()) prompt += " (kernel " + kernel + ", " + arch + ")";
-  if (!host.empty()) prompt += " named " + host;
+  HostFacts f = host_facts();
+  std::string prompt = "You have a terminal on " + f.os;
+  if (!f.kernel.empty()) prompt += " (kernel " + f.kernel + ", " + f.arch + ")";
+  if (!f.host.empty()) prompt += " named " + f.host;
   prompt += ".";
-  if (!user.empty()) prompt += " Commands run as the user " + user + ".";
-  prompt += " The shell is ";
-  prompt += shell && *shell ? shell : "/bin/sh";
+  if (!f.user.empty()) prompt += " Commands run as the user " + f.user + ".";
+  prompt += " The shell is " + f.shell;
   prompt += ". Use the file tools to read and change files and the command tool to run programs.";
   if (!info.empty()) prompt += "\n\n" + info;
   return prompt;

@@ -64,6 +64,14 @@ struct AgentRoute {
 };
 using AgentRouter = Router<AgentRoute>;
 
+/// Where commands run, for the system prompt and the run_command description.
+struct HostFacts {
+  std::string os = "Linux", kernel, arch, host;
+  std::string user;   ///< empty when the uid has no account name
+  std::string shell;  ///< $SHELL, else /bin/sh
+};
+HostFacts host_facts();
+
 /// Sends `body` as application/json.
 void send_json(ServerExchange& ex, int status, std::string_view body);
 /// Sends {"detail": message}.

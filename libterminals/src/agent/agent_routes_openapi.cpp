@@ -32,28 +32,13 @@ constexpr std::string_view kRefPrefix = "#/components/schemas/";
 // One sentence on where commands run, for run_command's description: a model writes better
 // commands when it knows the OS, architecture and shell up front.
 std::string system_sentence() {
-  std::string os = "Linux";
-  std::string kernel;
-  std::string arch;
-  std::string host;
-  struct utsname u {};
-  if (::uname(&u) == 0) {
-    os = u.sysname;
-    kernel = u.release;
-    arch = u.machine;
-    host = u.nodename;
-  }
-  std::string user;
-  if (const struct passwd* pw = ::getpwuid(::geteuid())) user = pw->pw_name;
-  const char* shell = std::getenv("SHELL");
-  std::string s = "Commands run on " + os;
-  if (!kernel.empty()) s += " " + kernel;
-  if (!arch.empty()) s += " (" + arch + ")";
-  if (!host.empty()) s += ", host " + host;
-  if (!user.empty()) s += ", as user " + user;
-  s += ", under /bin/sh; the user's login shell is ";
-  s += shell && *shell ? shell : "/bin/sh";
-  s += ".";
+  HostFacts f = host_facts();
+  std::string s = "Commands run on " + f.os;
+  if (!f.kernel.empty()) s += " " + f.kernel;
+  if (!f.arch.empty()) s += " (" + f.arch + ")";
+  if (!f.host.empty()) s += ", host " + f.host;
+  if (!f.user.empty()) s += ", as user " + f.user;
+  s += ", under /bin/sh; the user's login shell is " + f.shell + ".";
   return s;
 }
 
