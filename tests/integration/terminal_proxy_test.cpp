@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -107,6 +108,23 @@ std::uint16_t free_port() {
   ::close(fd);
   return ntohs(sa.sin_port);
 }
+
+// The agent's terminals run $SHELL. The host's interactive bash may spend seconds in its rc
+// files (pyenv and the like), which has nothing to do with the proxy: these tests use a shell
+// that reads none. Restored afterwards, for runs of several cases in one process.
+struct PlainShell {
+  std::optional<std::string> saved;
+  PlainShell() {
+    if (const char* s = ::getenv("SHELL")) saved = s;
+    ::setenv("SHELL", "/bin/sh", 1);
+  }
+  ~PlainShell() {
+    if (saved) ::setenv("SHELL", saved->c_str(), 1);
+    else ::unsetenv("SHELL");
+  }
+  PlainShell(const PlainShell&) = delete;
+  PlainShell& operator=(const PlainShell&) = delete;
+};
 
 std::string create_terminal(test::AgentFixture& f) {
   auto res = f.fetch("POST", "/api/terminals", "{}");
@@ -539,6 +557,7 @@ TEST_CASE("proxy: retry_connect_for waits for an agent that starts 300 ms later"
 }
 
 TEST_CASE("proxy: websocket to a real terminal with the key swapped in the auth message") {
+  PlainShell shell;
   test::AgentFixture f;
   const std::string id = create_terminal(f);
   auto proxy = TerminalProxy::create(*f.loop);
@@ -579,6 +598,7 @@ TEST_CASE("proxy: websocket to a real terminal with the key swapped in the auth 
 }
 
 TEST_CASE("proxy: websocket with a bad client token closes 4001") {
+  PlainShell shell;
   test::AgentFixture f;
   const std::string id = create_terminal(f);
   auto proxy = TerminalProxy::create(*f.loop);
@@ -612,6 +632,7 @@ TEST_CASE("proxy: websocket with a bad client token closes 4001") {
 }
 
 TEST_CASE("proxy: websocket whose first message is not auth closes 4001") {
+  PlainShell shell;
   test::AgentFixture f;
   const std::string id = create_terminal(f);
   auto proxy = TerminalProxy::create(*f.loop);
@@ -712,6 +733,7 @@ TEST_CASE("proxy: websocket for an unknown session on the agent closes 4004") {
 }
 
 TEST_CASE("proxy: websocket closes when the agent goes away") {
+  PlainShell shell;
   test::AgentFixture f;
   const std::string id = create_terminal(f);
   auto proxy = TerminalProxy::create(*f.loop);
@@ -743,6 +765,7 @@ TEST_CASE("proxy: websocket closes when the agent goes away") {
 }
 
 TEST_CASE("proxy: websocket resolve_target finds the terminal once the token is known") {
+  PlainShell shell;
   test::AgentFixture f;
   const std::string id = create_terminal(f);
   auto proxy = TerminalProxy::create(*f.loop);
@@ -782,6 +805,7 @@ TEST_CASE("proxy: websocket resolve_target finds the terminal once the token is 
 }
 
 TEST_CASE("proxy: websocket output to a client that stops reading is held back") {
+  PlainShell shell;
   test::AgentFixture f;
   const std::string id = create_terminal(f);
   auto proxy = TerminalProxy::create(*f.loop);
@@ -897,6 +921,7 @@ TEST_CASE("proxy: websocket client that leaves while its terminal is resolved") 
 }
 
 TEST_CASE("proxy: websocket without traffic for the idle timeout closes 1001") {
+  PlainShell shell;
   test::AgentFixture f;
   const std::string id = create_terminal(f);
   ProxyOptions po;
