@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "json/json.hpp"
+#include "support/agent_fixture.hpp"
 #include "support/loop_runner.hpp"
 #include "support/ws_client.hpp"
 #include "terminals/http_client.hpp"
@@ -166,6 +167,60 @@ TEST_CASE("service: Open Terminal routes behave through the proxy as on the agen
   CHECK(unknown.body == R"({"detail":"Policy 'nope' not found"})");
   // Users are apart: bob does not see alice's file.
   CHECK(f.fetch("GET", "/files/read?path=notes/a.txt", {}, std::string(kServiceKey), std::string("bob")).head.status == 404);
+  f.finish();
+}
+
+TEST_CASE("service: each Open Terminal route answers through the proxy exactly as the agent does") {
+  // The same requests, once to an agent directly and once through the service; status codes
+  // and bodies must match once each side's home directory is written as <HOME>.
+  test::AgentFixture direct;
+  ServiceFixture f;
+  struct Call {
+    const char* method;
+    const char* target;
+    const char* body;
+  };
+  const Call calls[] = {
+      {"POST", "/files/write", R"({"path":"a/b.txt","content":"one\ntwo\n"})"},
+      {"GET", "/files/read?path=a/b.txt", ""},
+      {"GET", "/files/read?path=a/b.txt&start_line=2", ""},
+      {"GET", "/files/read?path=missing.txt", ""},
+      {"GET", "/files/read", ""},
+      {"GET", "/files/read?path=a/b.txt&start_line=0", ""},
+      {"GET", "/files/display?path=a/b.txt", ""},
+      {"POST", "/files/replace", R"({"path":"a/b.txt","replacements":[{"target":"two","replacement":"2"}]})"},
+      {"POST", "/files/replace", R"({"path":"a/b.txt","replacements":[{"target":"zzz","replacement":"2"}]})"},
+      {"GET", "/files/grep?query=one&path=a", ""},
+      {"GET", "/files/grep?query=one&max_results=0", ""},
+      {"POST", "/files/mkdir", R"({"path":"c/d"})"},
+      {"POST", "/files/move", R"({"source":"c","destination":"a"})"},
+      {"POST", "/files/write", "{not json"},
+      {"GET", "/files/write", ""},
+      {"DELETE", "/files/delete?path=c", ""},
+      {"DELETE", "/files/delete?path=c", ""},
+      {"GET", "/execute/nope/status", ""},
+      {"POST", "/execute?wait=999", R"({"command":"true"})"},
+      {"GET", "/api/config", ""},
+      {"GET", "/api/terminals/none", ""},
+  };
+  auto home_of = [](const std::string& cwd_body) { return json_field(cwd_body, "home"); };
+  std::string direct_home = home_of(direct.fetch("GET", "/files/cwd").body);
+  std::string proxied_home = home_of(f.fetch("GET", "/files/cwd").body);
+  REQUIRE(!direct_home.empty());
+  REQUIRE(!proxied_home.empty());
+  auto normalized = [](std::string body, const std::string& home) {
+    for (std::size_t pos; (pos = body.find(home)) != std::string::npos;) body.replace(pos, home.size(), "<HOME>");
+    return body;
+  };
+  for (const Call& c : calls) {
+    auto a = direct.fetch(c.method, c.target, c.body);
+    auto b = f.fetch(c.method, c.target, c.body);
+    INFO(c.method << " " << c.target);
+    CHECK(a.head.status == b.head.status);
+    CHECK(normalized(a.body, direct_home) == normalized(b.body, proxied_home));
+    CHECK(a.head.headers.get("Content-Type") == b.head.headers.get("Content-Type"));
+  }
+  direct.finish();
   f.finish();
 }
 
