@@ -67,7 +67,7 @@ Result<FetchResponse> fetch_now(Loop& loop, HttpClient& client, const Endpoint& 
 std::string detail_of(const std::string& body) {
   auto doc = detail::parse_json(body);
   if (!doc || !doc->IsObject()) return "<not json: " + body + ">";
-  return std::string(detail::json_string(*doc, "detail").value_or("<no detail>"));
+  return std::string(detail::json_string(*doc, "error").value_or("<no error field>"));
 }
 
 // Writes `total` bytes into a response, as fast as the connection drains.

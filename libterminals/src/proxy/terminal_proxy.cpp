@@ -68,9 +68,12 @@ std::string peer_address(const std::string& peer) {
   return colon == std::string::npos ? peer : peer.substr(0, colon);
 }
 
+// Proxy-generated failures are {"error": ...}, as the reference orchestrator answers them
+// (its auth and admin errors use {"detail": ...}).
 void send_error(ServerExchange& ex, int status, std::string_view message) {
   if (ex.ended() || ex.aborted()) return;
-  ex.respond(status, Headers{{"Content-Type", "application/json"}}, detail_json(message));
+  ex.respond(status, Headers{{"Content-Type", "application/json"}},
+             JsonWriter().object().field("error", message).end_object().take());
 }
 
 // The request head for the agent.

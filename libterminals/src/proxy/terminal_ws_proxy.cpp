@@ -57,7 +57,7 @@ bool valid_client_key(std::string_view key) {
 
 void send_error(ServerExchange& ex, int status, std::string_view message, Headers extra = {}) {
   extra.add("Content-Type", "application/json");
-  ex.respond(status, std::move(extra), detail_json(message));
+  ex.respond(status, std::move(extra), JsonWriter().object().field("error", message).end_object().take());
 }
 
 std::string hex_to_raw(std::string_view hex) {
