@@ -86,6 +86,33 @@ if [[ -e "$build/cli/terminals-cli" ]]; then
     echo "terminals-cli agent ran as '$comm', not terminals-agent" >&2
     exit 1
   fi
+
+  step "installed terminals-cli serve starts, answers, provisions and stops on SIGTERM"
+  port=$(( 20000 + RANDOM % 20000 ))
+  key="package-test-key-$RANDOM$RANDOM"
+  TERMINALS_API_KEY="$key" "$prefix/bin/terminals-cli" serve --host 127.0.0.1 --port "$port" \
+    --data-dir "$work/serve" --isolation none >"$work/serve.out" 2>&1 &
+  serve_pid=$!
+  up=0
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then up=1; break; fi
+    sleep 0.05
+  done
+  [[ $up -eq 1 ]] || { cat "$work/serve.out"; echo "serve did not listen" >&2; exit 1; }
+  grep -q "listening on http://127.0.0.1:$port" "$work/serve.out"
+  grep -q "TERMINALS_API_KEY" "$work/serve.out"
+  # A first request provisions a terminal (the installed terminals-agent) and answers through it.
+  exec 3<>"/dev/tcp/127.0.0.1/$port"
+  printf 'GET /files/cwd HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-User-Id: pkg\r\nConnection: close\r\n\r\n' "$key" >&3
+  answer=$(timeout 20 cat <&3)
+  exec 3<&-
+  grep -q '^HTTP/1.1 200' <<<"$answer" || { echo "$answer"; cat "$work/serve.out"; exit 1; }
+  grep -q '"cwd"' <<<"$answer"
+  kill -TERM "$serve_pid"
+  wait "$serve_pid"
+  grep -q "stopped; terminals keep running" "$work/serve.out"
+  # The terminal outlives the server by design; end it here.
+  pkill -KILL -f -- "--home $work/serve/homes" || true
 fi
 
 step "package test passed"
