@@ -305,12 +305,12 @@ class ServiceImpl final : public Service {
     const RequestHead& head = ex->request();
     auto token = bearer_token(head);
     bool has_user = head.headers.get("X-User-Id").has_value();
-    if (token && auth_->is_service_key(*token) && !settings_.insecure_open) {
-      if (!need_user) return next(Identity{"system", true});
+    // The tool schema needs valid credentials but no user; the data plane needs both, and a
+    // valid service key without X-User-Id gets the reference's 422 (401 still wins for a bad key).
+    if (!need_user && settings_.insecure_open) return next(Identity{});
+    if (token && !settings_.insecure_open && auth_->is_service_key(*token)) {
+      if (!need_user) return next(Identity{"", true});
       if (!has_user) return send_json(*ex, 422, kMissingUserId);
-    }
-    if (!need_user && !has_user && (settings_.insecure_open || !token)) {
-      if (settings_.insecure_open) return next(Identity{"system", false});
     }
     std::weak_ptr<bool> alive = alive_;
     auth_->authenticate(head, [ex, alive, next = std::move(next)](Result<Identity> who) mutable {
