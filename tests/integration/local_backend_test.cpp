@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "json/json.hpp"
+#include "local/cgroup.hpp"
 #include "local/os_user.hpp"
 #include "support/loop_runner.hpp"
 #include "terminals/http_client.hpp"
@@ -52,9 +53,11 @@ struct BackendFixture : test::LoopFixture {
     client = HttpClient::create(*loop);
   }
 
+  std::string data_dir() const { return data.path() + "/data"; }
+
   void start() {
     LocalBackendOptions options;
-    options.data_dir = data.path() + "/data";
+    options.data_dir = data_dir();
     options.agent_path = TERMINALS_AGENT_PATH;
     options.start_timeout = 10s;
     options.stop_grace = 1s;
@@ -153,10 +156,15 @@ bool pid_exists(pid_t pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
 }
 
+// The directory of a terminal's cgroup for `controller`, for the backend on `data_dir`.
+std::string cgroup_dir(const std::string& data_dir, const std::string& controller, const std::string& name) {
+  return "/sys/fs/cgroup/" + controller + "/" + detail::cgroup_root_for(data_dir, "terminals") + "/" + name;
+}
+
 // Host pids of a terminal's processes, from its pids cgroup.
-std::vector<pid_t> cgroup_pids(const std::string& name) {
+std::vector<pid_t> cgroup_pids(const std::string& data_dir, const std::string& name) {
   std::vector<pid_t> out;
-  std::ifstream procs("/sys/fs/cgroup/pids/terminals/" + name + "/cgroup.procs");
+  std::ifstream procs(cgroup_dir(data_dir, "pids", name) + "/cgroup.procs");
   long pid = 0;
   while (procs >> pid) out.push_back(static_cast<pid_t>(pid));
   return out;
@@ -235,7 +243,7 @@ TEST_CASE("local backend: a sandboxed user cannot see or touch another user's fi
   CHECK(sock_out.find("No such file") != std::string::npos);
   // Signals: none of Bob's host pids names a process Alice can reach (her pid namespace holds
   // only her own, with small numbers; Bob's host pids are not among them).
-  auto bob_pids = cgroup_pids(b.name);
+  auto bob_pids = cgroup_pids(f.data_dir(), b.name);
   REQUIRE(!bob_pids.empty());
   std::string kills;
   for (pid_t p : bob_pids) kills += "kill -9 " + std::to_string(p) + " 2>/dev/null && echo hit; ";
@@ -267,7 +275,7 @@ TEST_CASE("local backend: user isolation keeps homes sockets and signals apart w
   // No supplementary groups: only its own group is listed.
   CHECK(out.find(",") == std::string::npos);
   // Same pid namespace, different uid: signalling Dave's processes is refused.
-  auto dave_pids = cgroup_pids(b.name);
+  auto dave_pids = cgroup_pids(f.data_dir(), b.name);
   REQUIRE(!dave_pids.empty());
   auto [kill_out, kc] = f.run(a, "kill -9 " + std::to_string(dave_pids[0]) + " 2>&1; echo rc=$?");
   CHECK(kill_out.find("rc=1") != std::string::npos);
@@ -303,10 +311,10 @@ TEST_CASE("local backend: a fork bomb stops at the pids limit and the host stays
   std::string bomb = "for i in $(seq 300); do sleep 20 & done 2>/dev/null; echo spawned";
   (void)f.call(t, "POST", "/execute?wait=5",
                detail::JsonWriter().object().field("command", bomb).end_object().take());
-  auto procs = cgroup_pids(t.name);
+  auto procs = cgroup_pids(f.data_dir(), t.name);
   CHECK(!procs.empty());
   CHECK(procs.size() <= 40);
-  std::ifstream events("/sys/fs/cgroup/pids/terminals/" + t.name + "/pids.events");
+  std::ifstream events(cgroup_dir(f.data_dir(), "pids", t.name) + "/pids.events");
   std::string word;
   long hits = 0;
   events >> word >> hits;
@@ -326,7 +334,7 @@ TEST_CASE("local backend: home data survives stop and start and remove with data
   BackendFixture f;
   auto t = f.provision_ok(spec_for("gina"));
   CHECK(f.run(t, "echo kept > notes.txt").second == 0);
-  auto before = cgroup_pids(t.name);
+  auto before = cgroup_pids(f.data_dir(), t.name);
   REQUIRE(f.stop(t.name).has_value());
   for (pid_t p : before) CHECK(!pid_exists(p));
   auto again = f.provision_ok(spec_for("gina"));
@@ -374,7 +382,7 @@ TEST_CASE("local backend: a dead terminal found after a restart is cleaned up an
   f.backend.reset();
   test::run_for(*f.loop, 20ms);
   // Kill the whole sandbox from outside while no orchestrator runs.
-  for (pid_t pid : cgroup_pids(t.name)) ::kill(pid, SIGKILL);
+  for (pid_t pid : cgroup_pids(f.data_dir(), t.name)) ::kill(pid, SIGKILL);
   test::run_for(*f.loop, 200ms);
   f.start();
   std::optional<Result<std::vector<TerminalInfo>>> listed;
@@ -416,10 +424,10 @@ TEST_CASE("local backend: runtime directory and key are private and the limits r
     in >> v;
     return v;
   };
-  CHECK(read("/sys/fs/cgroup/cpu/terminals/" + t.name + "/cpu.cfs_quota_us") == "25000");
-  CHECK(read("/sys/fs/cgroup/memory/terminals/" + t.name + "/memory.limit_in_bytes") ==
+  CHECK(read(cgroup_dir(f.data_dir(), "cpu", t.name) + "/cpu.cfs_quota_us") == "25000");
+  CHECK(read(cgroup_dir(f.data_dir(), "memory", t.name) + "/memory.limit_in_bytes") ==
         std::to_string(96ull << 20));
-  CHECK(read("/sys/fs/cgroup/pids/terminals/" + t.name + "/pids.max") == "50");
+  CHECK(read(cgroup_dir(f.data_dir(), "pids", t.name) + "/pids.max") == "50");
   auto [limits, code] = f.run(t, "ulimit -n; ulimit -c; env");
   CHECK(limits.find("200") != std::string::npos);
   CHECK(limits.find("\n0") != std::string::npos);

@@ -45,7 +45,8 @@ struct LocalBackendOptions {
   std::optional<Isolation> default_isolation;
   /// bubblewrap; empty or missing makes `sandbox` unavailable.
   std::string bwrap_path = "/usr/bin/bwrap";
-  /// Our cgroup subtree, e.g. /sys/fs/cgroup/memory/<cgroup_name>/<terminal>.
+  /// Our cgroup subtree: /sys/fs/cgroup/<controller>/<cgroup_name>/<hash of data_dir>/<terminal>,
+  /// so backends with different data directories never touch each other's groups.
   std::string cgroup_name = "terminals";
   /// A terminal whose agent is not ready by then is removed and provision fails with Timeout.
   std::chrono::milliseconds start_timeout{10'000};

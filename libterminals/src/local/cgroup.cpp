@@ -1,5 +1,7 @@
 #include "local/cgroup.hpp"
 
+#include "util/crypto.hpp"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +40,22 @@ Status make_dir(const std::string& path) {
   return {};
 }
 
+// mkdir -p of `root` (which may hold slashes) below `mount`; returns the full path.
+Result<std::string> make_root(const std::string& mount, const std::string& root) {
+  std::string path = mount;
+  std::size_t pos = 0;
+  while (pos <= root.size()) {
+    std::size_t slash = root.find('/', pos);
+    if (slash == std::string::npos) slash = root.size();
+    if (slash > pos) {
+      path += "/" + root.substr(pos, slash - pos);
+      if (auto s = make_dir(path); !s) return std::move(s).error();
+    }
+    pos = slash + 1;
+  }
+  return path;
+}
+
 bool has_word(std::string_view text, std::string_view word) {
   std::size_t pos = 0;
   while ((pos = text.find(word, pos)) != std::string_view::npos) {
@@ -51,6 +69,10 @@ bool has_word(std::string_view text, std::string_view word) {
 }
 
 }  // namespace
+
+std::string cgroup_root_for(std::string_view data_dir, std::string_view cgroup_name) {
+  return std::string(cgroup_name) + "/" + sha256_hex(std::string("terminals-data:") + std::string(data_dir)).substr(0, 12);
+}
 
 CgroupMounts CgroupMounts::parse(std::string_view mounts, std::string_view v2_controllers) {
   CgroupMounts m;
@@ -115,9 +137,9 @@ Result<TerminalCgroup> TerminalCgroup::create(const CgroupMounts& mounts, const 
   }
 
   auto dir_in = [&](const std::string& mount, bool join = true) -> Result<std::string> {
-    std::string parent = mount + "/" + root;
-    if (auto s = make_dir(parent); !s) return std::move(s).error();
-    std::string dir = parent + "/" + terminal;
+    auto parent = make_root(mount, root);
+    if (!parent) return std::move(parent).error();
+    std::string dir = *parent + "/" + terminal;
     if (auto s = make_dir(dir); !s) return std::move(s).error();
     g.dirs_.push_back(dir);
     g.procs_files_.push_back(dir + "/cgroup.procs");
@@ -159,14 +181,22 @@ Result<TerminalCgroup> TerminalCgroup::create(const CgroupMounts& mounts, const 
     if (auto s = write_file(*dir + "/cpu.cfs_quota_us", quota); !s) return std::move(s).error();
   }
   if (mounts.v2_memory || mounts.v2_pids || mounts.v2_cpu) {
-    std::string parent = mounts.unified + "/" + root;
-    if (auto s = make_dir(parent); !s) return std::move(s).error();
+    auto parent = make_root(mounts.unified, root);
+    if (!parent) return std::move(parent).error();
     std::string enable;
     if (mounts.v2_memory) enable += "+memory ";
     if (mounts.v2_pids) enable += "+pids ";
     if (mounts.v2_cpu) enable += "+cpu ";
+    // v2 hands controllers down one level at a time: enable them from the mount to our root.
     (void)write_file(mounts.unified + "/cgroup.subtree_control", enable);
-    if (auto s = write_file(parent + "/cgroup.subtree_control", enable); !s) return std::move(s).error();
+    for (std::size_t pos = mounts.unified.size() + 1; pos <= parent->size();) {
+      std::size_t slash = parent->find('/', pos);
+      if (slash == std::string::npos) slash = parent->size();
+      if (auto s = write_file(parent->substr(0, slash) + "/cgroup.subtree_control", enable); !s) {
+        return std::move(s).error();
+      }
+      pos = slash + 1;
+    }
     auto dir = dir_in(mounts.unified);
     if (!dir) return std::move(dir).error();
     if (mounts.v2_memory) {

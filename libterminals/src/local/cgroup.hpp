@@ -38,10 +38,16 @@ struct CgroupMounts {
   bool any() const { return !memory.empty() || !pids.empty() || !cpu.empty() || v2_memory; }
 };
 
+/// Our subtree for the terminals of one data directory: "<cgroup_name>/<12 hex of a hash of
+/// the data directory>". Two orchestrators on one host (or two test runs) with different data
+/// directories therefore never share, signal or remove each other's groups, even for terminals
+/// of the same name.
+std::string cgroup_root_for(std::string_view data_dir, std::string_view cgroup_name);
+
 /// The cgroup(s) of one terminal.
 class TerminalCgroup {
  public:
-  /// Creates (or reuses) <mount>/<root>/<terminal> for every controller available and writes
+  /// `root` may hold slashes (see cgroup_root_for). Creates (or reuses) <mount>/<root>/<terminal> for every controller available and writes
   /// the limits. Blocking file writes (fast; sysfs).
   static Result<TerminalCgroup> create(const CgroupMounts& mounts, const std::string& root,
                                        const std::string& terminal, const ResourceLimits& limits);

@@ -260,11 +260,17 @@ class LocalBackendImpl final : public LocalBackend {
         default_isolation_(default_isolation),
         reaper_(std::move(reaper)),
         cgroups_(CgroupMounts::detect()),
+        cgroup_root_(cgroup_root_for(options_.data_dir, options_.cgroup_name)),
         alive_(std::make_shared<bool>(true)),
         client_(HttpClient::create(loop)) {}
 
   ~LocalBackendImpl() override {
     *alive_ = false;
+    // Our per-data-directory cgroup roots go when empty (rmdir refuses otherwise, which is
+    // what we want while terminals run on).
+    for (const std::string* mount : {&cgroups_.memory, &cgroups_.pids, &cgroups_.cpu, &cgroups_.unified}) {
+      if (!mount->empty()) ::rmdir((*mount + "/" + cgroup_root_).c_str());
+    }
     // Terminals keep running, to be adopted by the next orchestrator: the reaper must not kill
     // them when it goes.
     for (auto& [name, t] : terminals_) {
@@ -463,7 +469,7 @@ class LocalBackendImpl final : public LocalBackend {
     i.api_key = t.key;
     i.created_at = t.created_at;
     if (t.state == TerminalState::Running && i.reason.empty()) {
-      auto group = TerminalCgroup::open(cgroups_, options_.cgroup_name, t.name);
+      auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
       if (std::uint64_t kills = group.oom_kills(); kills > 0) {
         i.reason = "a process was killed: out of memory (limit " +
                    (group.memory_limit() ? mib(*group.memory_limit()) : std::string("unknown")) +
@@ -535,7 +541,7 @@ class LocalBackendImpl final : public LocalBackend {
 
     std::vector<std::string> procs;
     if (::geteuid() == 0 && cgroups_.any()) {
-      auto group = TerminalCgroup::create(cgroups_, options_.cgroup_name, name, spec.limits);
+      auto group = TerminalCgroup::create(cgroups_, cgroup_root_, name, spec.limits);
       if (!group) return std::move(group).error();
       if (group->pids().size() > 0) group->kill_all(SIGKILL);  // leftovers of a crashed run
       procs = group->procs_files();
@@ -701,7 +707,7 @@ class LocalBackendImpl final : public LocalBackend {
     std::string how = !code ? "the agent exited" :
                       *code < 0 ? "the agent was killed by signal " + std::to_string(-*code)
                                 : "the agent exited with status " + std::to_string(*code);
-    auto group = TerminalCgroup::open(cgroups_, options_.cgroup_name, t.name);
+    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
     if (group.oom_kills() > 0) {
       how = "killed: out of memory (limit " +
             (group.memory_limit() ? mib(*group.memory_limit()) : std::string("unknown")) + ")";
@@ -727,7 +733,7 @@ class LocalBackendImpl final : public LocalBackend {
     loop_.defer_delete(std::move(t.timer));
     if (t.pid > 0) {
       ::kill(-t.pid, SIGKILL);
-      TerminalCgroup::open(cgroups_, options_.cgroup_name, t.name).kill_all(SIGKILL);
+      TerminalCgroup::open(cgroups_, cgroup_root_, t.name).kill_all(SIGKILL);
     }
     t.state = TerminalState::Error;
     t.reason = error.message;
@@ -749,7 +755,7 @@ class LocalBackendImpl final : public LocalBackend {
   void begin_stop(Terminal& t, Callback<void> done) {
     if (t.state == TerminalState::Stopped || t.state == TerminalState::Error) {
       if (!process_alive(t.pid, t.start_time) &&
-          TerminalCgroup::open(cgroups_, options_.cgroup_name, t.name).pids().empty()) {
+          TerminalCgroup::open(cgroups_, cgroup_root_, t.name).pids().empty()) {
         return later_status(std::move(done), Status{});
       }
     }
@@ -768,7 +774,7 @@ class LocalBackendImpl final : public LocalBackend {
   }
 
   void signal_all(Terminal& t, int sig) {
-    auto group = TerminalCgroup::open(cgroups_, options_.cgroup_name, t.name);
+    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
     group.kill_all(sig);
     if (process_alive(t.pid, t.start_time)) ::kill(t.pid, sig);
   }
@@ -777,7 +783,7 @@ class LocalBackendImpl final : public LocalBackend {
     auto it = terminals_.find(name);
     if (it == terminals_.end()) return;
     Terminal& t = *it->second;
-    auto group = TerminalCgroup::open(cgroups_, options_.cgroup_name, t.name);
+    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
     bool agent_gone = t.our_child ? !reaper_->watching(t.pid) : !process_alive(t.pid, t.start_time);
     if (agent_gone && group.pids().empty()) {
       loop_.defer_delete(std::move(t.timer));
@@ -900,7 +906,7 @@ class LocalBackendImpl final : public LocalBackend {
   // and cgroup go, its data stays, and it is listed as stopped.
   void cleanup_dead(Terminal& t) {
     if (process_alive(t.pid, t.start_time)) ::kill(t.pid, SIGKILL);
-    auto group = TerminalCgroup::open(cgroups_, options_.cgroup_name, t.name);
+    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
     group.kill_all(SIGKILL);
     (void)group.remove();  // may fail while the killed processes exit; retried on stop
     t.state = TerminalState::Stopped;
@@ -916,6 +922,7 @@ class LocalBackendImpl final : public LocalBackend {
   Isolation default_isolation_;
   std::shared_ptr<ChildReaper> reaper_;
   CgroupMounts cgroups_;
+  std::string cgroup_root_;  ///< see cgroup_root_for
   std::shared_ptr<bool> alive_;
   std::unique_ptr<HttpClient> client_;
   std::map<std::string, std::unique_ptr<Terminal>, std::less<>> terminals_;
