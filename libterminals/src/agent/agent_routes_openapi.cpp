@@ -58,9 +58,9 @@ void write_number(JsonWriter& w, double v) {
   }
 }
 
-// The bare type schema (no title, default or description).
-void write_type(JsonWriter& w, const Schema& s) {
-  w.object().field("type", s.type);
+// The members of a bare type schema (type, items, enum, bounds) into the open object.
+void write_type_members(JsonWriter& w, const Schema& s) {
+  w.field("type", s.type);
   if (s.type == "array") w.key("items").object().field("type", "string").end_object();
   if (s.choices.size() > 0) {
     w.key("enum").array();
@@ -75,6 +75,12 @@ void write_type(JsonWriter& w, const Schema& s) {
     w.key("minimum");
     write_number(w, *s.minimum);
   }
+}
+
+// The bare type schema (no title, default or description).
+void write_type(JsonWriter& w, const Schema& s) {
+  w.object();
+  write_type_members(w, s);
   w.end_object();
 }
 
@@ -107,22 +113,9 @@ void write_field_schema(JsonWriter& w, std::string_view name, const Schema& s, b
     write_type(w, s);
     w.object().field("type", "null").end_object().end_array();
   } else {
-    // Reopen the bare type as the outer object: write it member by member.
-    w.object().field("type", s.type);
-    if (s.type == "array") w.key("items").object().field("type", "string").end_object();
-    if (s.choices.size() > 0) {
-      w.key("enum").array();
-      for (const char* c : s.choices) w.value(c);
-      w.end_array();
-    }
-    if (s.maximum) {
-      w.key("maximum");
-      write_number(w, *s.maximum);
-    }
-    if (s.minimum) {
-      w.key("minimum");
-      write_number(w, *s.minimum);
-    }
+    // The type's members go straight into the field's own object.
+    w.object();
+    write_type_members(w, s);
   }
   if (!description.empty()) w.field("description", description);
   if (def) w.key("default").raw(*def);
