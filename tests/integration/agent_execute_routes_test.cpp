@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "json/json.hpp"
+#include "support/processes.hpp"
 #include "support/agent_fixture.hpp"
 #include "terminals/agent.hpp"
 #include "terminals/http_client.hpp"
@@ -30,6 +31,9 @@ using test::kKey;
 using terminals::detail::to_json;
 
 namespace {
+
+using test::pids_after;
+using test::process_gone;
 
 rapidjson::Document parse(const FetchResponse& r) {
   auto doc = terminals::detail::parse_json(r.body);
@@ -78,33 +82,6 @@ std::optional<int> exit_code(const rapidjson::Value& v) {
   if (v["exit_code"].IsNull()) return std::nullopt;
   REQUIRE(v["exit_code"].IsInt());
   return v["exit_code"].GetInt();
-}
-
-// Gone = no such process, or a zombie nobody reaped yet (orphans are reaped by pid 1, which
-// in some containers never does it).
-bool process_gone(pid_t pid) {
-  if (::kill(pid, 0) != 0) return errno == ESRCH;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
-}
-
-std::vector<pid_t> pids_after(const std::string& text, const std::string& tag) {
-  std::vector<pid_t> out;
-  std::size_t pos = 0;
-  while ((pos = text.find(tag, pos)) != std::string::npos) {
-    pos += tag.size();
-    pid_t v = 0;
-    bool any = false;
-    while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) {
-      v = v * 10 + (text[pos++] - '0');
-      any = true;
-    }
-    if (any) out.push_back(v);
-  }
-  return out;
 }
 
 std::string exec_body(const std::string& command) {

@@ -17,6 +17,7 @@
 
 #include "agent/process_manager.hpp"
 #include "agent/pty_sessions.hpp"
+#include "support/processes.hpp"
 #include "support/loop_runner.hpp"
 
 using namespace terminals;
@@ -25,16 +26,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Gone = no such process, or a zombie nobody reaped yet (orphans are reaped by pid 1, which
-// in some containers never does it).
-bool process_gone(pid_t pid) {
-  if (::kill(pid, 0) != 0) return errno == ESRCH;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return true;
-  auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
-}
+using test::pids_after;
+using test::process_gone;
 
 std::string joined(const OutputPage& page) {
   std::string s;
@@ -93,22 +86,6 @@ struct Fixture : test::LoopFixture {
 // Waits until the process's output holds `needle`.
 bool wait_output(Fixture& f, const std::string& id, const std::string& needle) {
   return test::run_until(*f.loop, [&] { return output_of(*f.pm, id).find(needle) != std::string::npos; });
-}
-
-std::vector<pid_t> pids_after(const std::string& text, const std::string& tag) {
-  std::vector<pid_t> out;
-  std::size_t pos = 0;
-  while ((pos = text.find(tag, pos)) != std::string::npos) {
-    pos += tag.size();
-    pid_t v = 0;
-    bool any = false;
-    while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) {
-      v = v * 10 + (text[pos++] - '0');
-      any = true;
-    }
-    if (any) out.push_back(v);
-  }
-  return out;
 }
 
 }  // namespace

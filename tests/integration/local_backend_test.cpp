@@ -17,6 +17,7 @@
 #include "local/cgroup.hpp"
 #include "local/os_user.hpp"
 #include "support/loop_runner.hpp"
+#include "support/processes.hpp"
 #include "terminals/http_client.hpp"
 #include "terminals/local_backend.hpp"
 
@@ -147,14 +148,8 @@ TerminalSpec spec_for(std::string user, std::optional<Isolation> isolation = Iso
   return s;
 }
 
-bool pid_exists(pid_t pid) {
-  // A zombie (our reaped-later child) counts as gone.
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
-}
+// A zombie (our reaped-later child) counts as gone.
+bool pid_exists(pid_t pid) { return !test::process_gone(pid); }
 
 // The directory of a terminal's cgroup for `controller`, for the backend on `data_dir`.
 std::string cgroup_dir(const std::string& data_dir, const std::string& controller, const std::string& name) {
