@@ -34,6 +34,7 @@
 #include "terminals/log.hpp"
 #include "terminals/loop.hpp"
 #include "util/crypto.hpp"
+#include "util/files.hpp"
 #include "uv/handle.hpp"
 #include "uv/work.hpp"
 
@@ -76,85 +77,6 @@ constexpr std::string_view kSandboxRun = "/run/terminal";
 constexpr std::string_view kSandboxAgent = "/run/terminals-agent";
 
 std::string length_prefixed(std::string_view s) { return std::to_string(s.size()) + ":" + std::string(s); }
-
-std::string read_text(const std::string& path, std::size_t max = 1 << 20) {
-  std::ifstream in(path, std::ios::binary);
-  std::string out(max, '\0');
-  in.read(out.data(), static_cast<std::streamsize>(max));
-  out.resize(static_cast<std::size_t>(in.gcount()));
-  return out;
-}
-
-std::string tail_of(const std::string& path, std::size_t bytes) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return {};
-  auto size = static_cast<std::size_t>(in.tellg());
-  std::size_t from = size > bytes ? size - bytes : 0;
-  in.seekg(static_cast<std::streamoff>(from));
-  std::string out(size - from, '\0');
-  in.read(out.data(), static_cast<std::streamsize>(out.size()));
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
-// Writes via a temporary file and rename, so a reader sees the old or the new content, never a
-// part. No fsync: these files (keys, logs, records of running agents) describe processes that
-// a machine crash ends anyway, and an fsync costs milliseconds on every start.
-Status write_private_file(const std::string& path, std::string_view content, std::optional<uid_t> uid,
-                          gid_t gid) {
-  std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return Error(Errc::Io, "cannot create " + tmp + ": " + std::strerror(errno));
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  if (ok && uid) ok = ::fchown(fd, *uid, gid) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return Error(Errc::Io, "cannot write " + path + ": " + std::strerror(errno));
-  }
-  return {};
-}
-
-// mkdir -p with `mode` on the last component, owned by uid:gid when given. Refuses symlinks
-// on the way (a user must not redirect where we create things).
-Status make_private_dir(const std::string& path, mode_t mode, std::optional<uid_t> uid, gid_t gid) {
-  std::size_t pos = 1;
-  while (pos <= path.size()) {
-    std::size_t slash = path.find('/', pos);
-    if (slash == std::string::npos) slash = path.size();
-    std::string part = path.substr(0, slash);
-    bool last = slash == path.size();
-    if (::mkdir(part.c_str(), last ? mode : 0755) != 0 && errno != EEXIST) {
-      return Error(Errc::Io, "cannot create " + part + ": " + std::strerror(errno));
-    }
-    struct stat st {};
-    if (::lstat(part.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return Error(Errc::PolicyDenied, part + " is not a directory (a symlink?); refusing to use it");
-    }
-    pos = slash + 1;
-  }
-  if (::chmod(path.c_str(), mode) != 0) return Error(Errc::Io, "chmod " + path + ": " + std::strerror(errno));
-  if (uid && ::lchown(path.c_str(), *uid, gid) != 0) {
-    return Error(Errc::Io, "chown " + path + ": " + std::strerror(errno));
-  }
-  return {};
-}
-
-// rm -rf that never follows symlinks and stays on one file system.
-Status remove_tree(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return {};
-  int rc = ::nftw(
-      path.c_str(),
-      [](const char* p, const struct stat*, int type, struct FTW*) {
-        int r = type == FTW_DP ? ::rmdir(p) : ::unlink(p);
-        return r == 0 || errno == ENOENT ? 0 : -1;
-      },
-      32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-  if (rc != 0) return Error(Errc::Io, "cannot delete " + path + ": " + std::strerror(errno));
-  return {};
-}
 
 // Field 22 of /proc/<pid>/stat (start time) distinguishes our agent from a later process with
 // its pid; field 3 (state) tells a zombie, which is dead for our purposes.
