@@ -4,8 +4,8 @@
 /// `Backend`: where terminals run. The orchestrator asks a backend to provision the terminal of
 /// a (user, policy, context), to report on it, to stop and to remove it, and after a restart to
 /// list what it already runs so those terminals are adopted instead of created twice.
-/// Implementations: `LocalBackend` (local_backend.hpp) and, in later releases, Docker and
-/// Kubernetes.
+/// Implementations: `LocalBackend` (local_backend.hpp), `DockerBackend` (docker_backend.hpp)
+/// and, in later releases, Kubernetes.
 
 #include <chrono>
 #include <cstdint>
@@ -45,6 +45,9 @@ struct ResourceLimits {
   std::optional<double> cpus;                 ///< CPU time in cores (0.5 = half of one core)
   std::optional<std::uint32_t> pids;          ///< processes and threads
   std::optional<std::uint64_t> open_files;    ///< RLIMIT_NOFILE per process
+  /// Disk the terminal may write outside its home (container writable layer); backends that
+  /// cannot enforce it say so in a warning and run without it.
+  std::optional<std::uint64_t> storage_bytes;
 };
 
 /// What to provision. Backends ignore the fields that do not apply to them.
@@ -113,6 +116,12 @@ class TERMINALS_API Backend {
   /// Every terminal the backend manages, running or stopped, for adoption after a restart.
   /// Leftovers of terminals that died are cleaned up on the way.
   virtual void list(Callback<std::vector<TerminalInfo>> done) = 0;
+  /// What a terminal that is being provisioned is waiting for, for status pages ("pulling
+  /// image x: 12 of 25 MB"). Empty when there is nothing to say.
+  virtual std::string progress(std::string_view name) const {
+    (void)name;
+    return {};
+  }
 };
 
 }  // namespace terminals
