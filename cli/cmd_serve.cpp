@@ -36,7 +36,8 @@ Options (each overrides the environment variable named after it):
       --port PORT          Port to listen on (TERMINALS_PORT, default 3000)
       --data-dir DIR       Homes, runtime files and the service key (TERMINALS_DATA_DIR;
                            default /var/lib/terminals as root, else ~/.local/share/terminals)
-      --backend NAME       Where terminals run (TERMINALS_BACKEND): local (default)
+      --backend NAME       Where terminals run (TERMINALS_BACKEND): local (default, no engine
+                           needed) or docker (a container per terminal; see below)
       --isolation LEVEL    Local backend: none, user or sandbox (TERMINALS_ISOLATION; default
                            the strongest this host allows: sandbox as root with bubblewrap)
       --api-key KEY        The service key (TERMINALS_API_KEY; prefer the environment: a flag
@@ -62,10 +63,20 @@ TERMINALS_MAX_CONCURRENT_PROVISIONS, TERMINALS_MAX_QUEUED_PROVISIONS, TERMINALS_
 TERMINALS_MAX_CPU, TERMINALS_MAX_MEMORY, TERMINALS_MAX_STORAGE, TERMINALS_ALLOWED_IMAGES and
 OPEN_TERMINAL_SYSTEM_PROMPT (--system-prompt).
 
+Docker backend (--backend docker): TERMINALS_IMAGE is the terminal image (terminals-agent:dev is
+built by `cmake --build build --target agent-image`; the real Open Terminal image works too).
+The engine is $DOCKER_HOST or /var/run/docker.sock (TERMINALS_DOCKER_ENGINE overrides). Also:
+TERMINALS_DOCKER_HOST (address published ports bind to, default 127.0.0.1),
+TERMINALS_DOCKER_NETWORK (a network, or a comma list to shard), TERMINALS_DOCKER_MOUNTS (JSON
+array of extra bind mounts), TERMINALS_DOCKER_HOME (bind or volume), TERMINALS_DOCKER_READ_ONLY,
+TERMINALS_DOCKER_CAP_ADD, TERMINALS_DOCKER_USER, TERMINALS_DOCKER_NAME_PREFIX and
+TERMINALS_DOCKER_PULL (pull missing images, default true).
+
 Examples:
   terminals-cli serve
   TERMINALS_PORT=8080 TERMINALS_IDLE_TIMEOUT_MINUTES=30 terminals-cli serve
   terminals-cli serve --host 127.0.0.1 --isolation user --data-dir /srv/terminals
+  terminals-cli serve --backend docker --image terminals-agent:dev
 )";
 
 constexpr std::string_view kName = "serve";

@@ -54,6 +54,23 @@ struct Settings {
   std::size_t max_queued_provisions = 256;
   std::string system_prompt;  ///< OPEN_TERMINAL_SYSTEM_PROMPT (no prefix), forwarded to terminals
 
+  // Docker backend (docker_backend.hpp says what each does).
+  /// TERMINALS_DOCKER_HOST: where published terminal ports are bound and reached.
+  std::string docker_publish_host = "127.0.0.1";
+  /// TERMINALS_DOCKER_NETWORK (alias TERMINALS_NETWORK): a network, or a comma list to shard.
+  std::vector<std::string> docker_networks;
+  /// TERMINALS_DOCKER_MOUNTS: JSON array of extra bind mounts, checked when loaded.
+  std::string docker_mounts;
+  /// TERMINALS_DOCKER_ENGINE (ours): the engine's address; empty: $DOCKER_HOST, else
+  /// unix:///var/run/docker.sock.
+  std::string docker_engine;
+  std::string docker_home = "bind";       ///< TERMINALS_DOCKER_HOME (ours): bind | volume
+  bool docker_read_only = false;          ///< TERMINALS_DOCKER_READ_ONLY (ours): read-only root, tmpfs /tmp
+  std::vector<std::string> docker_cap_add;  ///< TERMINALS_DOCKER_CAP_ADD (ours): capabilities kept
+  std::string docker_user;                ///< TERMINALS_DOCKER_USER (ours): "uid[:gid]" for containers
+  std::string docker_name_prefix = "terminals";  ///< TERMINALS_DOCKER_NAME_PREFIX (ours)
+  bool docker_pull = true;                ///< TERMINALS_DOCKER_PULL (ours): pull missing images
+
   /// Where each value came from ("default", "environment", ".env", "flag"), by variable name.
   std::map<std::string, std::string> sources;
 };

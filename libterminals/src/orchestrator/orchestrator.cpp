@@ -167,6 +167,9 @@ class OrchestratorImpl final : public Orchestrator {
       row.name = e->name;
       row.state = e->state;
       row.reason = e->reason;
+      if (e->op == Op::Provisioning) {
+        if (auto p = backend_.progress(e->name); !p.empty()) row.reason = std::move(p);
+      }
       row.created_at = e->info.created_at;
       row.last_activity = wall_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(
                                          steady_now - e->last_activity);
@@ -545,6 +548,11 @@ class OrchestratorImpl final : public Orchestrator {
       log(LogLevel::Info, "orchestrator", "adopted " + std::to_string(running) + " running terminals (" +
                                               std::to_string(listed->size()) + " known to the " +
                                               std::string(backend_.kind()) + " backend)");
+    } else if (listed.error().code == Errc::BackendUnavailable) {
+      // The engine is down: serve anyway. Requests get 503 with the reason until it is back,
+      // and each terminal is adopted by name when its user first comes back.
+      log(LogLevel::Warning, "orchestrator", "could not list running terminals: " + listed.error().message +
+                                                 "; they are adopted one by one once the backend answers");
     } else {
       status = std::move(listed).error();
     }

@@ -21,7 +21,9 @@
 #include "json/json.hpp"
 #include "proxy/terminal_proxy.hpp"
 #include "terminals/http_client.hpp"
+#include "terminals/docker_backend.hpp"
 #include "terminals/local_backend.hpp"
+#include "terminals/quantity.hpp"
 #include "terminals/log.hpp"
 #include "terminals/loop.hpp"
 #include "terminals/orchestrator.hpp"
@@ -154,23 +156,26 @@ class ServiceImpl final : public Service {
   Status init() {
     // Backend first: it lays out the data directory (0711, so terminal users reach their own
     // homes by path).
-    if (settings_.backend != "local") {
+    if (settings_.backend == "docker") {
+      if (auto s = create_docker_backend(); !s) return s;
+    } else if (settings_.backend == "local") {
+      LocalBackendOptions lo;
+      lo.data_dir = settings_.data_dir;
+      lo.agent_path = settings_.agent_path;
+      if (!settings_.isolation.empty()) {
+        auto iso = parse_isolation(settings_.isolation);
+        if (!iso) return std::move(iso).error();
+        lo.default_isolation = *iso;
+      }
+      auto backend = LocalBackend::create(loop_, lo);
+      if (!backend) return std::move(backend).error();
+      local_ = backend->get();
+      backend_ = std::move(backend).value();
+    } else {
       return Error(Errc::InvalidArgument,
                    "TERMINALS_BACKEND=" + settings_.backend +
-                       " is not available in this build yet; use TERMINALS_BACKEND=local");
+                       " is not available in this build yet; use TERMINALS_BACKEND=local or docker");
     }
-    LocalBackendOptions lo;
-    lo.data_dir = settings_.data_dir;
-    lo.agent_path = settings_.agent_path;
-    if (!settings_.isolation.empty()) {
-      auto iso = parse_isolation(settings_.isolation);
-      if (!iso) return std::move(iso).error();
-      lo.default_isolation = *iso;
-    }
-    auto backend = LocalBackend::create(loop_, lo);
-    if (!backend) return std::move(backend).error();
-    local_ = backend->get();
-    backend_ = std::move(backend).value();
 
     if (!settings_.insecure_open) {
       std::optional<std::string> from_env;
@@ -231,7 +236,37 @@ class ServiceImpl final : public Service {
   bool service_key_generated() const override { return key_.generated; }
   const std::string& service_key_path() const override { return key_.path; }
   std::string backend_description() const override {
+    if (docker_) return "docker (" + docker_->engine_description() + ", image " + settings_.image + ")";
     return "local (isolation " + std::string(isolation_name(local_->default_isolation())) + ")";
+  }
+
+  Status create_docker_backend() {
+    DockerBackendOptions o;
+    o.docker_host = settings_.docker_engine;
+    o.data_dir = settings_.data_dir;
+    o.default_image = settings_.image;
+    o.publish_host = settings_.docker_publish_host;
+    o.networks = settings_.docker_networks;
+    auto mounts = parse_docker_mounts(settings_.docker_mounts);
+    if (!mounts) return std::move(mounts).error();
+    o.mounts = std::move(mounts).value();
+    auto caps = parse_caps("", "", "", settings_.allowed_images);
+    if (!caps) return std::move(caps).error();
+    o.allowed_images = caps->allowed_images;
+    if (auto ok = check_image(settings_.image, *caps); !ok) {
+      return Error(Errc::InvalidArgument, "TERMINALS_IMAGE: " + ok.error().message + " (TERMINALS_ALLOWED_IMAGES)");
+    }
+    o.home = settings_.docker_home == "volume" ? DockerHome::Volume : DockerHome::Bind;
+    o.read_only_root = settings_.docker_read_only;
+    o.cap_add = settings_.docker_cap_add;
+    o.user = settings_.docker_user;
+    o.name_prefix = settings_.docker_name_prefix;
+    o.pull_missing = settings_.docker_pull;
+    auto backend = DockerBackend::create(loop_, std::move(o));
+    if (!backend) return std::move(backend).error();
+    docker_ = backend->get();
+    backend_ = std::move(backend).value();
+    return {};
   }
 
   void shutdown(std::chrono::milliseconds grace, Callback<void> done) override {
@@ -499,14 +534,14 @@ class ServiceImpl final : public Service {
 
   std::string status_json() const {
     JsonWriter w;
-    w.object().field("status", true).field("backend", std::string("local")).field("image", settings_.image)
+    w.object().field("status", true).field("backend", settings_.backend).field("image", settings_.image)
         .field("idle_timeout_minutes", static_cast<std::int64_t>(settings_.idle_timeout.count()))
         .field("max_cpu", settings_.max_cpu).field("max_memory", settings_.max_memory)
         .field("max_storage", settings_.max_storage).field("allowed_images", settings_.allowed_images)
         .field("active_terminals", static_cast<std::uint64_t>(running_terminals()))
         .field("policy_count", 0)
         .field("active_websocket_connections", static_cast<std::uint64_t>(open_websockets_))
-        .field("isolation", std::string(isolation_name(local_->default_isolation())));
+        .field("isolation", local_ ? std::string(isolation_name(local_->default_isolation())) : std::string("container"));
     return w.end_object().take();
   }
 
@@ -637,7 +672,8 @@ class ServiceImpl final : public Service {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   ServiceKey key_;
   std::unique_ptr<Backend> backend_;
-  LocalBackend* local_ = nullptr;
+  LocalBackend* local_ = nullptr;    // set with the local backend
+  DockerBackend* docker_ = nullptr;  // set with the Docker backend
   std::unique_ptr<CurlMulti> curl_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<Orchestrator> orchestrator_;

@@ -14,6 +14,8 @@
 #include <functional>
 #include <sstream>
 
+#include "terminals/docker_backend.hpp"
+
 extern char** environ;
 
 namespace terminals {
@@ -135,7 +137,10 @@ const std::vector<std::string>& known_setting_names() {
       "TERMINALS_PROXY_READ_TIMEOUT_SECONDS", "TERMINALS_MAX_CPU", "TERMINALS_MAX_MEMORY",
       "TERMINALS_MAX_STORAGE", "TERMINALS_ALLOWED_IMAGES", "TERMINALS_ISOLATION", "TERMINALS_AGENT_PATH",
       "TERMINALS_MAX_CONCURRENT_PROVISIONS", "TERMINALS_MAX_QUEUED_PROVISIONS",
-      "OPEN_TERMINAL_SYSTEM_PROMPT"};
+      "TERMINALS_DOCKER_HOST", "TERMINALS_DOCKER_NETWORK", "TERMINALS_NETWORK", "TERMINALS_DOCKER_MOUNTS",
+      "TERMINALS_DOCKER_ENGINE", "TERMINALS_DOCKER_HOME", "TERMINALS_DOCKER_READ_ONLY",
+      "TERMINALS_DOCKER_CAP_ADD", "TERMINALS_DOCKER_USER", "TERMINALS_DOCKER_NAME_PREFIX",
+      "TERMINALS_DOCKER_PULL", "OPEN_TERMINAL_SYSTEM_PROMPT"};
   return names;
 }
 
@@ -178,6 +183,7 @@ Result<Settings> load_settings(const SettingsInput& input) {
     if (!values.count(canonical) && values.count(other)) values[canonical] = values[other];
   };
   alias("TERMINALS_DATA_DIR", "TERMINALS_DOCKER_DATA_DIR");
+  alias("TERMINALS_DOCKER_NETWORK", "TERMINALS_NETWORK");
 
   std::string error;
   auto take = [&](const char* name, const std::function<Status(const std::string&)>& apply) {
@@ -193,6 +199,21 @@ Result<Settings> load_settings(const SettingsInput& input) {
   auto str = [&](std::string& field) {
     return [&field](const std::string& v) -> Status {
       field = std::string(trim(v));
+      return {};
+    };
+  };
+  // A comma list: blanks around items and empty items dropped.
+  auto list = [&](std::vector<std::string>& field) {
+    return [&field](const std::string& v) -> Status {
+      field.clear();
+      std::string_view rest = v;
+      while (!rest.empty()) {
+        auto comma = rest.find(',');
+        auto item = trim(rest.substr(0, comma));
+        if (!item.empty()) field.emplace_back(item);
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
       return {};
     };
   };
@@ -293,6 +314,70 @@ Result<Settings> load_settings(const SettingsInput& input) {
     return {};
   });
   take("OPEN_TERMINAL_SYSTEM_PROMPT", str(s.system_prompt));
+  auto boolean = [&](const char* name, bool& field) {
+    return [&field, name](const std::string& v) -> Status {
+      auto b = parse_bool(name, v);
+      if (!b) return std::move(b).error();
+      field = *b;
+      return {};
+    };
+  };
+  take("TERMINALS_DOCKER_HOST", [&](const std::string& v) -> Status {
+    std::string h(trim(v));
+    if (h.empty()) return bad("TERMINALS_DOCKER_HOST", v, "an address (e.g. 127.0.0.1)");
+    s.docker_publish_host = h;
+    return {};
+  });
+  take("TERMINALS_DOCKER_NETWORK", list(s.docker_networks));
+  take("TERMINALS_DOCKER_MOUNTS", [&](const std::string& v) -> Status {
+    if (auto m = parse_docker_mounts(v); !m) return std::move(m).error();
+    s.docker_mounts = v;
+    return {};
+  });
+  take("TERMINALS_DOCKER_ENGINE", str(s.docker_engine));
+  take("TERMINALS_DOCKER_HOME", [&](const std::string& v) -> Status {
+    std::string h(trim(v));
+    if (h != "bind" && h != "volume") return bad("TERMINALS_DOCKER_HOME", v, "bind or volume");
+    s.docker_home = h;
+    return {};
+  });
+  take("TERMINALS_DOCKER_READ_ONLY", boolean("TERMINALS_DOCKER_READ_ONLY", s.docker_read_only));
+  take("TERMINALS_DOCKER_CAP_ADD", [&](const std::string& v) -> Status {
+    std::vector<std::string> caps;
+    if (auto st = list(caps)(v); !st) return st;
+    for (auto& c : caps) {
+      for (char& ch : c) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      if (c.rfind("CAP_", 0) == 0) c.erase(0, 4);
+      if (c.empty() || c.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string::npos) {
+        return bad("TERMINALS_DOCKER_CAP_ADD", v, "a comma list of capability names (e.g. NET_BIND_SERVICE)");
+      }
+      if (c == "ALL" || c == "SYS_ADMIN") {
+        return bad("TERMINALS_DOCKER_CAP_ADD", v, "allowed: " + c + " would undo the container's confinement");
+      }
+    }
+    s.docker_cap_add = std::move(caps);
+    return {};
+  });
+  take("TERMINALS_DOCKER_USER", [&](const std::string& v) -> Status {
+    std::string u(trim(v));
+    auto colon = u.find(':');
+    auto numeric = [](std::string_view x) { return !x.empty() && x.find_first_not_of("0123456789") == std::string_view::npos; };
+    if (!u.empty() && !(numeric(std::string_view(u).substr(0, colon)) &&
+                        (colon == std::string::npos || numeric(std::string_view(u).substr(colon + 1))))) {
+      return bad("TERMINALS_DOCKER_USER", v, "a numeric uid or uid:gid (e.g. 1000:1000)");
+    }
+    s.docker_user = u;
+    return {};
+  });
+  take("TERMINALS_DOCKER_NAME_PREFIX", [&](const std::string& v) -> Status {
+    std::string p(trim(v));
+    if (p.empty() || p.size() > 20 || p.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != std::string::npos) {
+      return bad("TERMINALS_DOCKER_NAME_PREFIX", v, "1-20 lower-case letters, digits or '-'");
+    }
+    s.docker_name_prefix = p;
+    return {};
+  });
+  take("TERMINALS_DOCKER_PULL", boolean("TERMINALS_DOCKER_PULL", s.docker_pull));
   if (!error.empty()) return Error(Errc::InvalidArgument, error);
   if (s.insecure_open && (!s.api_key.empty() || !s.open_webui_url.empty())) {
     return Error(Errc::InvalidArgument,
