@@ -1,8 +1,12 @@
-// Cold start of the local backend: for each of N new users, the time from "first request of a
-// new user" (provision) to the first byte of an authenticated answer from its agent. Prints
-// median, p90 and max in milliseconds, then removes every terminal, home and account it made.
+// Cold start of a backend: for each of N new users, the time from "first request of a new
+// user" (provision) to the first byte of an authenticated answer from its agent. Prints median,
+// p90 and max in milliseconds, then removes every terminal, home and account it made.
 //
-//   terminals-bench-coldstart --agent PATH [--users N] [--isolation none|user|sandbox]
+//   terminals-bench-coldstart [--backend local|docker] [--users N] [--data-dir DIR]
+//       local:  --agent PATH [--isolation none|user|sandbox]
+//       docker: [--image IMG] (default terminals-agent:dev; the engine from $DOCKER_HOST)
+//
+// User ids are random per run, so names never collide with a earlier run's leftovers.
 
 #include <sys/stat.h>
 #include <time.h>
@@ -13,10 +17,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
+#include <terminals/docker_backend.hpp>
 #include <terminals/http_client.hpp>
 #include <terminals/local_backend.hpp>
 #include <terminals/loop.hpp>
@@ -44,12 +51,18 @@ bool run_until(Loop& loop, Pred done, std::chrono::seconds limit) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string kind = "local";
   std::string agent;
+  std::string image = "terminals-agent:dev";
+  std::string data_dir;
   int users = 30;
   std::optional<Isolation> isolation;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--agent" && i + 1 < argc) agent = argv[++i];
+    else if (a == "--backend" && i + 1 < argc) kind = argv[++i];
+    else if (a == "--image" && i + 1 < argc) image = argv[++i];
+    else if (a == "--data-dir" && i + 1 < argc) data_dir = argv[++i];
     else if (a == "--users" && i + 1 < argc) users = std::atoi(argv[++i]);
     else if (a == "--isolation" && i + 1 < argc) {
       auto iso = parse_isolation(argv[++i]);
@@ -59,38 +72,90 @@ int main(int argc, char** argv) {
       }
       isolation = *iso;
     } else {
-      std::fprintf(stderr, "usage: %s --agent PATH [--users N] [--isolation none|user|sandbox]\n", argv[0]);
-      return 2;
+      kind = "";
+      break;
     }
   }
-  char tmpl[] = "/tmp/terminals-coldstart-XXXXXX";
-  if (!mkdtemp(tmpl)) return 1;
-  std::string data = std::string(tmpl) + "/data";
-  chmod(tmpl, 0711);
+  if (kind != "local" && kind != "docker") {
+    std::fprintf(stderr,
+                 "usage: %s [--backend local|docker] [--users N] [--data-dir DIR]\n"
+                 "          [--agent PATH] [--isolation none|user|sandbox]   (local)\n"
+                 "          [--image IMG]                                    (docker)\n",
+                 argv[0]);
+    return 2;
+  }
+  // Without --data-dir: a fresh directory, removed at the end; a given one is left in place.
+  std::string scratch;
+  if (data_dir.empty()) {
+    char tmpl[] = "/tmp/terminals-coldstart-XXXXXX";
+    if (!mkdtemp(tmpl)) return 1;
+    scratch = tmpl;
+    chmod(tmpl, 0711);
+    data_dir = scratch + "/data";
+  }
 
   auto loop = Loop::create().value();
-  LocalBackendOptions options;
-  options.data_dir = data;
-  options.agent_path = agent;
-  options.default_isolation = isolation;
-  auto backend = LocalBackend::create(*loop, options);
-  if (!backend) {
-    std::fprintf(stderr, "local backend: %s\n", backend.error().message.c_str());
-    return 1;
+  std::unique_ptr<Backend> backend;
+  std::string label;
+  if (kind == "local") {
+    LocalBackendOptions options;
+    options.data_dir = data_dir;
+    options.agent_path = agent;
+    options.default_isolation = isolation;
+    auto local = LocalBackend::create(*loop, options);
+    if (!local) {
+      std::fprintf(stderr, "local backend: %s\n", local.error().message.c_str());
+      return 1;
+    }
+    label = std::string("isolation=") + isolation_name((*local)->default_isolation());
+    backend = std::move(*local);
+  } else {
+    DockerBackendOptions options;
+    options.data_dir = data_dir;
+    options.default_image = image;
+    options.pull_missing = false;  // no registry here, and a pull would be timed
+    auto docker = DockerBackend::create(*loop, options);
+    if (!docker) {
+      std::fprintf(stderr, "docker backend: %s\n", docker.error().message.c_str());
+      return 1;
+    }
+    label = "backend=docker image=" + image;
+    backend = std::move(*docker);
   }
-  const Isolation used = (*backend)->default_isolation();
+  // Docker removes each terminal right after its measurement, as the bare `docker run`
+  // baseline in bench/run does, so both are timed against an engine with the same containers.
+  const bool remove_each = kind == "docker";
+  std::string run_id;
+  {
+    std::random_device rd;
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+    run_id = buf;
+  }
   auto client = HttpClient::create(*loop);
   std::vector<double> ms;
   std::vector<std::string> names;
   int failures = 0;
-  // One warm-up user: the first useradd and exec pay for cold caches that no later user does.
+  auto remove_all = [&] {
+    for (const auto& name : names) {
+      bool done = false;
+      backend->remove(name, true, [&](Status st) {
+        if (!st) std::fprintf(stderr, "remove %s: %s\n", name.c_str(), st.error().message.c_str());
+        done = true;
+      });
+      run_until(*loop, [&] { return done; }, std::chrono::seconds(30));
+    }
+    names.clear();
+  };
+  // One warm-up user: the first useradd, exec or container start pays for cold caches that no
+  // later user does.
   for (int i = -1; i < users; ++i) {
     TerminalSpec spec;
-    spec.user_id = "bench-user-" + std::to_string(i) + "-" + std::to_string(::getpid());
+    spec.user_id = "bench-" + run_id + "-" + std::to_string(i);
     auto t0 = Clock::now();
     std::optional<Result<TerminalInfo>> info;
-    (*backend)->provision(spec, [&](Result<TerminalInfo> r) { info.emplace(std::move(r)); });
-    if (!run_until(*loop, [&] { return info.has_value(); }, std::chrono::seconds(30)) || !*info) {
+    backend->provision(spec, [&](Result<TerminalInfo> r) { info.emplace(std::move(r)); });
+    if (!run_until(*loop, [&] { return info.has_value(); }, std::chrono::seconds(60)) || !*info) {
       ++failures;
       if (info && !*info) std::fprintf(stderr, "provision: %s\n", info->error().message.c_str());
       continue;
@@ -108,29 +173,29 @@ int main(int argc, char** argv) {
     });
     run_until(*loop, [&] { return first_byte || failed; }, std::chrono::seconds(10));
     auto t1 = Clock::now();
+    exchange.reset();
+    if (remove_each) remove_all();
     if (!first_byte) {
       ++failures;
+      std::fprintf(stderr, "GET /files/cwd on %s: no 200\n", (*info)->endpoint.to_string().c_str());
       continue;
     }
     if (i >= 0) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
   }
-  for (const auto& name : names) {
-    bool done = false;
-    (*backend)->remove(name, true, [&](Status) { done = true; });
-    run_until(*loop, [&] { return done; }, std::chrono::seconds(20));
-  }
+  remove_all();
   client.reset();
-  backend->reset();
-  std::string cleanup = std::string("rm -rf ") + tmpl;
-  (void)std::system(cleanup.c_str());
+  backend.reset();
+  if (!scratch.empty()) {
+    std::string cleanup = "rm -rf " + scratch;
+    (void)std::system(cleanup.c_str());
+  }
   if (ms.empty()) {
     std::fprintf(stderr, "no successful cold start (%d failures)\n", failures);
     return 1;
   }
   std::sort(ms.begin(), ms.end());
   auto pct = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))]; };
-  std::printf("cold_start users=%zu isolation=%s median_ms=%.2f p90_ms=%.2f max_ms=%.2f failures=%d\n",
-              ms.size(), isolation_name(used),
-              ms[ms.size() / 2], pct(0.9), ms.back(), failures);
+  std::printf("cold_start users=%zu %s median_ms=%.2f p90_ms=%.2f max_ms=%.2f failures=%d\n",
+              ms.size(), label.c_str(), ms[ms.size() / 2], pct(0.9), ms.back(), failures);
   return failures == 0 ? 0 : 1;
 }
