@@ -92,6 +92,61 @@ TEST_CASE("settings: the .env file sits under the environment") {
   CHECK(load_settings(in).error().code == Errc::NotFound);
 }
 
+TEST_CASE("settings: Docker settings, the reference's names and ours") {
+  auto d = load_settings(env_only({}));
+  REQUIRE(d.has_value());
+  CHECK(d->docker_publish_host == "127.0.0.1");
+  CHECK(d->docker_networks.empty());
+  CHECK(d->docker_home == "bind");
+  CHECK(d->docker_pull);
+  CHECK(d->docker_name_prefix == "terminals");
+
+  auto s = load_settings(env_only({"TERMINALS_BACKEND=Docker", "TERMINALS_DOCKER_HOST=10.0.0.5",
+                                   "TERMINALS_NETWORK= net-a , ,net-b", "TERMINALS_DOCKER_HOME=volume",
+                                   "TERMINALS_DOCKER_READ_ONLY=yes", "TERMINALS_DOCKER_CAP_ADD=cap_net_bind_service,CHOWN",
+                                   "TERMINALS_DOCKER_USER=1000:1000", "TERMINALS_DOCKER_PULL=false",
+                                   "TERMINALS_DOCKER_ENGINE=unix:///tmp/d.sock",
+                                   R"(TERMINALS_DOCKER_MOUNTS=[{"source":"/srv/data","target":"/mnt/data"}])"}));
+  REQUIRE(s.has_value());
+  CHECK(s->backend == "docker");
+  CHECK(s->docker_publish_host == "10.0.0.5");
+  CHECK(s->docker_networks == std::vector<std::string>{"net-a", "net-b"});  // the alias, trimmed
+  CHECK(s->docker_home == "volume");
+  CHECK(s->docker_read_only);
+  CHECK(s->docker_cap_add == std::vector<std::string>{"NET_BIND_SERVICE", "CHOWN"});
+  CHECK(s->docker_user == "1000:1000");
+  CHECK(!s->docker_pull);
+  CHECK(s->docker_engine == "unix:///tmp/d.sock");
+  CHECK(s->docker_mounts.find("/mnt/data") != std::string::npos);
+
+  // The canonical name wins over the alias.
+  auto both = load_settings(env_only({"TERMINALS_NETWORK=old", "TERMINALS_DOCKER_NETWORK=new"}));
+  REQUIRE(both.has_value());
+  CHECK(both->docker_networks == std::vector<std::string>{"new"});
+
+  struct Bad {
+    const char* env;
+    const char* names;
+  };
+  for (const Bad& b : {Bad{R"(TERMINALS_DOCKER_MOUNTS=[{"source":"/x","target":"/etc/x"}])", "TERMINALS_DOCKER_MOUNTS"},
+                       Bad{"TERMINALS_DOCKER_MOUNTS=not json", "TERMINALS_DOCKER_MOUNTS"},
+                       Bad{"TERMINALS_DOCKER_HOME=tmpfs", "TERMINALS_DOCKER_HOME"},
+                       Bad{"TERMINALS_DOCKER_CAP_ADD=ALL", "TERMINALS_DOCKER_CAP_ADD"},
+                       Bad{"TERMINALS_DOCKER_CAP_ADD=sys_admin", "TERMINALS_DOCKER_CAP_ADD"},
+                       Bad{"TERMINALS_DOCKER_CAP_ADD=NET-ADMIN", "TERMINALS_DOCKER_CAP_ADD"},
+                       Bad{"TERMINALS_DOCKER_USER=user", "TERMINALS_DOCKER_USER"},
+                       Bad{"TERMINALS_DOCKER_USER=1000:", "TERMINALS_DOCKER_USER"},
+                       Bad{"TERMINALS_DOCKER_NAME_PREFIX=Bad_Prefix", "TERMINALS_DOCKER_NAME_PREFIX"},
+                       Bad{"TERMINALS_DOCKER_READ_ONLY=maybe", "TERMINALS_DOCKER_READ_ONLY"},
+                       Bad{"TERMINALS_DOCKER_HOST=", "TERMINALS_DOCKER_HOST"}}) {
+    CAPTURE(b.env);
+    auto r = load_settings(env_only({b.env}));
+    REQUIRE(!r.has_value());
+    CHECK(r.error().code == Errc::InvalidArgument);
+    CHECK(r.error().message.find(b.names) != std::string::npos);
+  }
+}
+
 TEST_CASE("settings: dotenv parse errors carry the line number") {
   CHECK(parse_dotenv("A=1\nno equals here\n").error().message == ".env line 2: expected NAME=value");
   CHECK(parse_dotenv("A=\"open\n").error().message.find("unterminated") != std::string::npos);
