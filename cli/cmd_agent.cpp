@@ -36,7 +36,7 @@ or SIGTERM, then lets requests in flight finish (up to 5 seconds) and exits.
 
 Options:
       --listen ENDPOINT   Where to listen: tcp://HOST:PORT, HOST:PORT or unix:/path
-                          (default tcp://127.0.0.1:8000)
+                          (default: TERMINALS_AGENT_LISTEN, else tcp://127.0.0.1:8000)
       --api-key KEY       The bearer key clients must send (visible in the process list:
                           prefer the environment variables below)
       --home DIR          The directory relative paths resolve against (default: the current
@@ -56,6 +56,8 @@ Options:
   -h, --help              Show this help
 
 Environment variables:
+  TERMINALS_AGENT_LISTEN       Where to listen, when --listen is not given (container images
+                               set it: the Docker backend points it at a bind-mounted socket)
   OPEN_TERMINAL_API_KEY        The bearer key, when --api-key is not given
   OPEN_TERMINAL_API_KEY_FILE   A file holding the bearer key (trailing whitespace is ignored);
                                setting it together with OPEN_TERMINAL_API_KEY is an error
@@ -88,7 +90,7 @@ std::string trim_right(std::string s) {
 }
 
 int run(Args args, Io io) {
-  std::string listen = "tcp://127.0.0.1:8000";
+  std::optional<std::string> listen;
   std::optional<std::string> key;
   std::string home;
   std::optional<std::string> info;
@@ -144,8 +146,18 @@ int run(Args args, Io io) {
     }
   }
 
-  auto endpoint = Endpoint::parse(listen);
-  if (!endpoint) return usage_error(io, kName, "bad --listen: " + endpoint.error().message);
+  // The flag wins over the environment, so a container's default can be overridden per run.
+  std::string_view listen_source = "--listen";
+  if (!listen) {
+    listen = env("TERMINALS_AGENT_LISTEN");
+    if (listen && listen->empty()) listen.reset();
+    if (listen) listen_source = "TERMINALS_AGENT_LISTEN";
+  }
+  auto endpoint = Endpoint::parse(listen.value_or("tcp://127.0.0.1:8000"));
+  if (!endpoint) {
+    return usage_error(io, kName,
+                       "bad " + std::string(listen_source) + ": " + endpoint.error().message);
+  }
 
   if (!key) {
     auto from_env = env("OPEN_TERMINAL_API_KEY");

@@ -67,6 +67,12 @@ expect 0 "^      --expire-after SECONDS" "" -- agent --help
 expect 2 "" "--expire-after needs a number of seconds" -- agent --no-auth --expire-after 0
 expect 2 "" "--ready-fd needs a descriptor number" -- agent --no-auth --ready-fd 1
 expect 2 "" "bad --listen" -- agent --listen nonsense --no-auth
+expect 0 "TERMINALS_AGENT_LISTEN" "" -- help agent
+export TERMINALS_AGENT_LISTEN=nonsense
+expect 2 "" "bad TERMINALS_AGENT_LISTEN" -- agent --no-auth
+# The flag wins over the environment: the bad flag is the one reported.
+expect 2 "" "bad --listen" -- agent --no-auth --listen also-nonsense
+unset TERMINALS_AGENT_LISTEN
 unset OPEN_TERMINAL_API_KEY OPEN_TERMINAL_API_KEY_FILE
 expect 2 "" "no API key" -- agent
 export OPEN_TERMINAL_API_KEY=k OPEN_TERMINAL_API_KEY_FILE=/nonexistent

@@ -389,7 +389,17 @@ namespace {
 // A unix socket path left by a dead process is replaced; one that still answers is not ours.
 Status prepare_unix_path(const std::string& path) {
   struct stat st{};
-  if (lstat(path.c_str(), &st) != 0) return {};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return {};
+    // libuv reports a missing directory as EACCES (for Windows' sake), which misleads: name it.
+    auto slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    if (stat(dir.c_str(), &st) != 0 && errno == ENOENT) {
+      return Error(Errc::NotFound, "cannot listen on " + path + ": the directory " + dir +
+                                       " does not exist; create it first");
+    }
+    return {};
+  }
   if (!S_ISSOCK(st.st_mode)) {
     return Error(Errc::AlreadyExists,
                  path + " exists and is not a socket; remove it or choose another path");

@@ -96,6 +96,17 @@ TEST_CASE("stream: echo over a unix socket created with mode 0600 / stale socket
   echo_roundtrip(f, Endpoint::unix_socket(path));
 }
 
+TEST_CASE("stream: a unix listener in a missing directory names the directory") {
+  test::LoopFixture f;
+  test::TempDir dir;
+  // libuv alone would say EACCES here.
+  auto l = Listener::create(*f.loop, Endpoint::unix_socket(dir.file("gone/s.sock")), {},
+                            [](Result<StreamPtr>) {});
+  REQUIRE_FALSE(l);
+  CHECK(l.error().code == Errc::NotFound);
+  CHECK(l.error().message.find(dir.file("gone") + " does not exist") != std::string::npos);
+}
+
 TEST_CASE("stream: connect errors are reported once / asynchronously / with a reason") {
   test::LoopFixture f;
   test::TempDir dir;
