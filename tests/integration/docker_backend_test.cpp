@@ -136,6 +136,7 @@ struct DockerFixture : test::LoopFixture {
   HttpClientPtr http = HttpClient::create(*loop);
   std::vector<std::string> foreign_containers;  // removed at the end too
   std::vector<std::string> images;              // image references removed at the end
+  std::vector<std::string> volumes;             // named volumes removed at the end
 
   DockerFixture() {
     auto version = engine->call("GET", "/version", {}, 10s);
@@ -158,6 +159,7 @@ struct DockerFixture : test::LoopFixture {
         (void)engine->call("DELETE", "/containers/" + id + "?force=1&v=1");
       }
       for (const auto& name : foreign_containers) (void)engine->call("DELETE", "/containers/" + name + "?force=1&v=1");
+      for (const auto& v : volumes) (void)engine->call("DELETE", "/volumes/" + v + "?force=1");
       for (const auto& ref : images) {
         (void)engine->call("DELETE", "/images/" + detail::percent_encode(ref, true) + "?force=1");
       }
@@ -226,6 +228,20 @@ struct DockerFixture : test::LoopFixture {
     }
     FAIL("terminal " << name << " still runs after 30 s");
     return std::nullopt;
+  }
+
+  Status stop(const std::string& name) {
+    std::optional<Status> got;
+    backend->stop(name, [&](Status st) { got.emplace(std::move(st)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 40s));
+    return std::move(*got);
+  }
+
+  Status remove(const std::string& name, bool delete_data) {
+    std::optional<Status> got;
+    backend->remove(name, delete_data, [&](Status st) { got.emplace(std::move(st)); });
+    REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 40s));
+    return std::move(*got);
   }
 
   std::vector<TerminalInfo> list(Backend* on = nullptr) {
@@ -734,6 +750,150 @@ TEST_CASE("docker backend: a missing image is pulled from a registry with progre
   CHECK_MESSAGE(saw_pull, "progress seen: " << progress.size() << " distinct texts");
   CHECK(f.backend->progress(name).empty());  // nothing to say once it runs
   CHECK(f.call(*r, "GET", "/files/cwd").head.status == 200);
+}
+
+TEST_CASE("docker backend: two provisions at once share one start and one container") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  std::string user = f.new_user();
+  std::optional<Result<TerminalInfo>> a, b;
+  f.backend->provision(f.spec_for(user), [&](Result<TerminalInfo> r) { a.emplace(std::move(r)); });
+  f.backend->provision(f.spec_for(user), [&](Result<TerminalInfo> r) { b.emplace(std::move(r)); });
+  REQUIRE(test::run_until(*f.loop, [&] { return a && b; }, 60s));
+  REQUIRE_MESSAGE(a->has_value(), (*a ? "" : a->error().message));
+  REQUIRE_MESSAGE(b->has_value(), (*b ? "" : b->error().message));
+  CHECK((*a)->api_key == (*b)->api_key);
+  CHECK((*a)->endpoint == (*b)->endpoint);
+  CHECK(f.engine->ids_with("label", std::string(detail::kLabelInstance) + "=" + f.instance).size() == 1);
+}
+
+TEST_CASE("docker backend: stop keeps the home, remove with data removes container, home and socket dir") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  std::string user = f.new_user();
+  auto t = f.provision_ok(f.spec_for(user));
+  CHECK(f.run(t, "echo 1 > one").second == 0);
+  auto stopped = f.stop(t.name);
+  REQUIRE_MESSAGE(stopped.has_value(), (stopped ? "" : stopped.error().message));
+  auto i = f.inspect(t.name);
+  REQUIRE(i.has_value());
+  CHECK(i->state == TerminalState::Stopped);
+  CHECK_FALSE(i->reason.empty());
+  CHECK(std::filesystem::exists(f.home_of(user) + "/one"));
+  // Stopping a stopped one is fine.
+  CHECK(f.stop(t.name).has_value());
+
+  auto again = f.provision_ok(f.spec_for(user));
+  CHECK(f.run(again, "cat one").first == "1\n");
+
+  auto removed = f.remove(t.name, true);
+  REQUIRE_MESSAGE(removed.has_value(), (removed ? "" : removed.error().message));
+  CHECK_FALSE(f.engine->container_exists(t.name));
+  CHECK_FALSE(std::filesystem::exists(f.home_of(user)));
+  CHECK_FALSE(std::filesystem::exists(f.data_dir + "/run/" + t.name));
+  auto gone = f.inspect(t.name);
+  REQUIRE_FALSE(gone.has_value());
+  CHECK(gone.error().code == Errc::NotFound);
+  auto twice = f.remove(t.name, true);
+  REQUIRE_FALSE(twice.has_value());
+  CHECK(twice.error().code == Errc::NotFound);
+  auto stop_gone = f.stop(t.name);
+  REQUIRE_FALSE(stop_gone.has_value());
+  CHECK(stop_gone.error().code == Errc::NotFound);
+
+  // Without delete_data the home stays.
+  auto third = f.provision_ok(f.spec_for(user));
+  CHECK(f.run(third, "echo 2 > two").second == 0);
+  CHECK(f.remove(third.name, false).has_value());
+  CHECK_FALSE(f.engine->container_exists(third.name));
+  CHECK(std::filesystem::exists(f.home_of(user) + "/two"));
+}
+
+TEST_CASE("docker backend: policy and context get their own container, home and labels; the key cannot be overridden") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  std::string user = f.new_user();
+  auto spec = f.spec_for(user);
+  spec.policy_id = "Team A";
+  spec.context_id = "chat:1";
+  spec.env["OPEN_TERMINAL_API_KEY"] = "chosen-by-the-policy";
+  spec.env["TERMINALS_AGENT_LISTEN"] = "tcp://0.0.0.0:9";
+  spec.env["GREETING"] = "hello there";
+  auto t = f.provision_ok(spec);
+  CHECK(t.name == detail::container_name("terminals", user, "Team A", "chat:1"));
+  CHECK(t.policy_id == "Team A");
+  CHECK(t.context_id == "chat:1");
+  CHECK(t.api_key != "chosen-by-the-policy");
+  auto c = f.engine->container(t.name);
+  CHECK(label_of(c, "openwebui.com/policy") == "Team A");
+  CHECK(label_of(c, "openwebui.com/context-id") == "chat:1");
+  CHECK(label_of(c, "openwebui.com/context-type") == "chat");
+  CHECK(has_string(c["Config"]["Env"], "GREETING=hello there"));
+  CHECK_FALSE(has_string(c["Config"]["Env"], "OPEN_TERMINAL_API_KEY=chosen-by-the-policy"));
+
+  auto [out, code] = f.run(t, "echo $GREETING; echo ctx > where");
+  CHECK(code == 0);
+  CHECK(out == "hello there\n");
+  CHECK(std::filesystem::exists(f.home_of(user) + "/contexts/" + detail::hash12("chat:1") + "/where"));
+
+  // The default terminal of the same user is another container with another key.
+  auto d = f.provision_ok(f.spec_for(user));
+  CHECK(d.name != t.name);
+  CHECK(d.api_key != t.api_key);
+  CHECK(f.run(d, "ls where 2>&1; true").first.find("No such file") != std::string::npos);
+  // inspect and list report the ids back.
+  auto listed = f.list();
+  CHECK(listed.size() == 2);
+  for (const auto& l : listed) {
+    if (l.name != t.name) continue;
+    CHECK(l.policy_id == "Team A");
+    CHECK(l.context_id == "chat:1");
+    CHECK(l.user_id == user);
+  }
+}
+
+TEST_CASE("docker backend: a volume home persists across replacement and goes with remove(delete_data)") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  auto o = f.options();
+  o.home = DockerHome::Volume;
+  f.backend = f.make_backend(o);
+  std::string user = f.new_user();
+  std::string name = f.backend->terminal_name(user, "default", "");
+  f.volumes.push_back(name + "-home");
+  auto t = f.provision_ok(f.spec_for(user));
+  auto [out, code] = f.run(t, "pwd; echo v > in-volume; id -u");
+  CHECK(code == 0);
+  CHECK(out == "/home/user\n1000\n");
+  CHECK_FALSE(std::filesystem::exists(f.home_of(user)));  // nothing bound from the data dir
+  auto vol = f.engine->json("GET", "/volumes/" + name + "-home");
+  CHECK(std::string(vol["Name"].GetString()) == name + "-home");
+
+  REQUIRE(f.engine->call("POST", "/containers/" + name + "/kill").has_value());
+  (void)f.wait_not_running(name);
+  auto again = f.provision_ok(f.spec_for(user));
+  CHECK(f.run(again, "cat in-volume").first == "v\n");
+
+  CHECK(f.remove(name, true).has_value());
+  CHECK_FALSE(f.engine->call("GET", "/volumes/" + name + "-home").has_value());
+}
+
+TEST_CASE("docker backend: a read-only root leaves the home and a tmpfs /tmp writable") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  auto o = f.options();
+  o.read_only_root = true;
+  o.tmp_bytes = 8ull << 20;
+  f.backend = f.make_backend(o);
+  auto t = f.provision_ok(f.spec_for(f.new_user()));
+  auto c = f.engine->container(t.name);
+  CHECK(c["HostConfig"]["ReadonlyRootfs"].GetBool());
+  auto [out, code] = f.run(t, "echo x > /etc/x 2>/dev/null && echo root-writable; echo y > /tmp/y && echo tmp-ok; "
+                              "echo z > z && echo home-ok; df -k /tmp | tail -1");
+  CHECK(out.find("root-writable") == std::string::npos);
+  CHECK(out.find("tmp-ok") != std::string::npos);
+  CHECK(out.find("home-ok") != std::string::npos);
+  CHECK_MESSAGE(out.find(" 8192 ") != std::string::npos, out);
 }
 
 }  // TEST_SUITE
