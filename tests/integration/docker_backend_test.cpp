@@ -282,6 +282,20 @@ struct DockerFixture : test::LoopFixture {
     return {out, code};
   }
 
+  // terminals-agent:dev with Dockerfile-style `changes`, as terminals-agent:<tag>; removed at the end.
+  std::string variant(const std::string& changes) {
+    std::string tag = "variant-" + random_suffix();
+    auto scratch = engine->json("POST", "/containers/create", std::string("{\"Image\":\"") + kImage + "\"}");
+    std::string scratch_id = scratch["Id"].GetString();
+    foreign_containers.push_back(scratch_id);
+    std::string ref = "terminals-agent:" + tag;
+    images.push_back(ref);
+    auto r = engine->call("POST", "/commit?container=" + scratch_id + "&repo=terminals-agent&tag=" + tag +
+                                      "&changes=" + detail::percent_encode(changes));
+    REQUIRE_MESSAGE(r.has_value(), (r ? "" : r.error().message));
+    return ref;
+  }
+
   std::string home_of(const std::string& user) const { return data_dir + "/homes/" + user_hash(user); }
 };
 
@@ -600,16 +614,7 @@ TEST_CASE("docker backend: an image without the agent-listen label is reached on
   REQUIRE_DOCKER(f);
   // terminals-agent:dev with an empty agent-listen label: the agent serves tcp 0.0.0.0:8000 as
   // the real Open Terminal image does.
-  std::string tag = "port-" + random_suffix();
-  std::string ref = std::string("terminals-agent:") + tag;
-  auto scratch = f.engine->json("POST", "/containers/create", std::string("{\"Image\":\"") + kImage + "\"}");
-  std::string scratch_id = scratch["Id"].GetString();
-  f.foreign_containers.push_back(scratch_id);
-  f.images.push_back(ref);
-  REQUIRE(f.engine
-              ->call("POST", "/commit?container=" + scratch_id + "&repo=terminals-agent&tag=" + tag +
-                                 "&changes=" + detail::percent_encode("LABEL io.libterminals.agent-listen="))
-              .has_value());
+  std::string ref = f.variant("LABEL io.libterminals.agent-listen=");
   auto image = f.engine->json("GET", "/images/" + detail::percent_encode(ref, true) + "/json");
   REQUIRE(image["Config"]["Labels"].HasMember("io.libterminals.agent-listen"));
   CHECK(std::string(image["Config"]["Labels"]["io.libterminals.agent-listen"].GetString()).empty());
@@ -894,6 +899,60 @@ TEST_CASE("docker backend: a read-only root leaves the home and a tmpfs /tmp wri
   CHECK(out.find("tmp-ok") != std::string::npos);
   CHECK(out.find("home-ok") != std::string::npos);
   CHECK_MESSAGE(out.find(" 8192 ") != std::string::npos, out);
+}
+
+TEST_CASE("docker backend: an agent that never answers times out, one that crashes fails with its log; neither is left behind") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  auto o = f.options();
+  o.start_timeout = 2s;
+  f.backend = f.make_backend(o);
+  auto instance_containers = [&] {
+    return f.engine->ids_with("label", std::string(detail::kLabelInstance) + "=" + f.instance).size();
+  };
+
+  auto silent = f.spec_for(f.new_user());
+  silent.image = f.variant(R"(CMD ["/bin/sleep", "600"])");
+  auto started = std::chrono::steady_clock::now();
+  auto r = f.provision(silent);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().code == Errc::Timeout);
+  CHECK_MESSAGE(r.error().message.find("did not answer") != std::string::npos, r.error().message);
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+  CHECK(instance_containers() == 0);
+
+  auto crashing = f.spec_for(f.new_user());
+  crashing.image = f.variant(R"(CMD ["/bin/sh", "-c", "echo boom-from-the-agent >&2; exit 3"])");
+  auto c = f.provision(crashing);
+  REQUIRE_FALSE(c.has_value());
+  CHECK(c.error().code == Errc::BackendUnavailable);
+  CHECK_MESSAGE(c.error().message.find("exited with code 3") != std::string::npos, c.error().message);
+  CHECK_MESSAGE(c.error().message.find("boom-from-the-agent") != std::string::npos, c.error().message);
+  CHECK(instance_containers() == 0);
+  CHECK(f.list().empty());
+}
+
+TEST_CASE("docker backend: an image that cannot be pulled fails with the engine's reason, and pulling can be off") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  std::string user = f.new_user();
+  auto spec = f.spec_for(user);
+  // A registry address nothing listens on.
+  spec.image = "127.0.0.1:" + std::to_string(free_port()) + "/nothing-here:" + random_suffix();
+  auto r = f.provision(spec);
+  REQUIRE_FALSE(r.has_value());
+  CHECK_MESSAGE(r.error().message.find(spec.image) != std::string::npos, r.error().message);
+  CHECK_MESSAGE(r.error().message.find("pull") != std::string::npos, r.error().message);
+  CHECK_FALSE(f.engine->container_exists(f.backend->terminal_name(user, "default", "")));
+  CHECK(f.backend->progress(f.backend->terminal_name(user, "default", "")).empty());
+
+  auto o = f.options();
+  o.pull_missing = false;
+  f.backend = f.make_backend(o);
+  auto off = f.provision(spec);
+  REQUIRE_FALSE(off.has_value());
+  CHECK(off.error().code == Errc::NotFound);
+  CHECK_MESSAGE(off.error().message.find("pulling is off") != std::string::npos, off.error().message);
 }
 
 }  // TEST_SUITE
