@@ -955,4 +955,81 @@ TEST_CASE("docker backend: an image that cannot be pulled fails with the engine'
   CHECK_MESSAGE(off.error().message.find("pulling is off") != std::string::npos, off.error().message);
 }
 
+TEST_CASE("docker backend: another installation's container under the same name is neither adopted nor listed") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  test::TempDir other_dir;
+  auto o = f.options();
+  o.data_dir = other_dir.path() + "/data";
+  auto other = f.make_backend(o);
+  std::string user = f.new_user();
+  std::string name = f.backend->terminal_name(user, "default", "");
+  f.foreign_containers.push_back(name);
+  auto theirs = f.provision_ok(f.spec_for(user), other.get());
+  CHECK(theirs.name == name);
+
+  auto r = f.provision(f.spec_for(user));
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().code == Errc::AlreadyExists);
+  CHECK_MESSAGE(r.error().message.find("another terminals installation") != std::string::npos, r.error().message);
+  CHECK(f.list().empty());
+  CHECK(f.list(other.get()).size() == 1);
+  // Ours cannot remove theirs.
+  auto removed = f.remove(name, true);
+  REQUIRE_FALSE(removed.has_value());
+  CHECK(removed.error().code == Errc::NotFound);
+  CHECK(f.engine->container(name)["State"]["Running"].GetBool());
+  other.reset();
+}
+
+TEST_CASE("docker backend: a running container whose agent does not answer is replaced, not adopted") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  std::string user = f.new_user();
+  auto t = f.provision_ok(f.spec_for(user));
+  std::string id = f.engine->container(t.name)["Id"].GetString();
+  CHECK(f.run(t, "echo still > here").second == 0);
+  REQUIRE(f.engine->call("POST", "/containers/" + t.name + "/pause").has_value());
+
+  f.backend = f.make_backend(f.options());  // a restart: nothing known but the engine's view
+  auto started = std::chrono::steady_clock::now();
+  auto again = f.provision_ok(f.spec_for(user));
+  CHECK(std::chrono::steady_clock::now() - started < 15s);
+  CHECK(std::string(f.engine->container(t.name)["Id"].GetString()) != id);
+  CHECK(f.run(again, "cat here").first == "still\n");
+  CHECK(f.engine->ids_with("label", std::string(detail::kLabelInstance) + "=" + f.instance).size() == 1);
+}
+
+TEST_CASE("docker backend: a storage limit the driver cannot enforce is dropped with a warning, the terminal runs") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  for (int n = 0; n < 2; ++n) {  // the second one no longer asks
+    auto spec = f.spec_for(f.new_user());
+    spec.limits.storage_bytes = 1ull << 30;
+    auto t = f.provision_ok(spec);
+    auto c = f.engine->container(t.name);
+    const auto& hc = c["HostConfig"];
+    auto opt = hc.FindMember("StorageOpt");
+    if (opt != hc.MemberEnd() && opt->value.IsObject() && opt->value.HasMember("size")) {
+      MESSAGE("the storage driver enforces container disk limits here");
+      CHECK(std::string(opt->value["size"].GetString()) == std::to_string(1ull << 30));
+    }
+  }
+}
+
+TEST_CASE("docker backend: a spec asking for the network gets a bridge and still a unix-socket endpoint") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  auto spec = f.spec_for(f.new_user());
+  spec.network = NetworkMode::Host;
+  auto t = f.provision_ok(spec);
+  CHECK(t.endpoint.kind == Endpoint::Kind::Unix);
+  auto c = f.engine->container(t.name);
+  CHECK(std::string(c["HostConfig"]["NetworkMode"].GetString()) == "bridge");
+  const auto& bindings = c["HostConfig"]["PortBindings"];
+  bool none_published = bindings.IsNull() || (bindings.IsObject() && bindings.ObjectEmpty());
+  CHECK(none_published);
+  CHECK(f.run(t, "ls /sys/class/net").first.find("eth0") != std::string::npos);
+}
+
 }  // TEST_SUITE
