@@ -910,7 +910,7 @@ void DockerBackendImpl::list(Callback<std::vector<TerminalInfo>> done) {
     if (!r) return done(std::move(r).error());
     auto doc = parse_json(r->body);
     if (!doc || !doc->IsArray()) return done(Error(Errc::UpstreamProtocol, "Docker engine: unreadable container list"));
-    std::vector<std::string> names;
+    std::vector<std::string> names, half_created;
     for (const auto& c : doc->GetArray()) {
       const Json* ns = member(c, "Names");
       if (!ns || !ns->IsArray() || ns->Empty() || !(*ns)[0].IsString()) continue;
@@ -920,8 +920,7 @@ void DockerBackendImpl::list(Callback<std::vector<TerminalInfo>> done) {
       bool ours_in_flight = t != terminals_.end() && t->second->provisioning;
       if (str_at(c, {"State"}) == "created" && !ours_in_flight) {
         // Created and never started: a create whose orchestrator died before the start.
-        log(LogLevel::Info, "docker", "removing half-created container " + name);
-        client_->call("DELETE", "/containers/" + name + "?force=1&v=1", {}, [](Result<DockerReply>) {});
+        half_created.push_back(std::move(name));
         continue;
       }
       names.push_back(std::move(name));
@@ -933,9 +932,20 @@ void DockerBackendImpl::list(Callback<std::vector<TerminalInfo>> done) {
       Callback<std::vector<TerminalInfo>> done;
     };
     auto g = std::make_shared<Gather>();
-    g->pending = names.size();
+    g->pending = names.size() + half_created.size();
     g->done = std::move(done);
-    if (names.empty()) return g->done(std::move(g->infos));
+    if (g->pending == 0) return g->done(std::move(g->infos));
+    // Removals are waited for: a provision right after list() (adoption at start-up) would
+    // otherwise find the container still there and fail on "removal already in progress".
+    for (const auto& n : half_created) {
+      log(LogLevel::Info, "docker", "removing half-created container " + n);
+      client_->call("DELETE", "/containers/" + n + "?force=1&v=1", {}, [g, n](Result<DockerReply> dr) {
+        if (!dr && dr.error().code != Errc::NotFound) {
+          log(LogLevel::Warning, "docker", "removing half-created container " + n + ": " + dr.error().message);
+        }
+        if (--g->pending == 0) g->done(std::move(g->infos));
+      });
+    }
     for (const auto& n : names) {
       inspect(n, [g](Result<TerminalInfo> info) {
         if (info) {
