@@ -577,8 +577,10 @@ TEST_CASE("docker backend: list() removes a half-created container and keeps the
   for (const auto& t : listed) names.insert(t.name);
   CHECK(names.count(name) == 0);
   CHECK(names.count(running.name) == 1);
-  // The removal is the engine's: wait for it.
-  CHECK(test::run_until(*f.loop, [&] { return !f.engine->container_exists(name); }, 20s));
+  // Gone by the time list() answers, so a provision right after it does not race the removal.
+  CHECK_FALSE(f.engine->container_exists(name));
+  auto t = f.provision_ok(f.spec_for(user));
+  CHECK(t.name == name);
   CHECK(f.engine->container(running.name)["State"]["Running"].GetBool());
 }
 
@@ -1030,6 +1032,46 @@ TEST_CASE("docker backend: a spec asking for the network gets a bridge and still
   bool none_published = bindings.IsNull() || (bindings.IsObject() && bindings.ObjectEmpty());
   CHECK(none_published);
   CHECK(f.run(t, "ls /sys/class/net").first.find("eth0") != std::string::npos);
+}
+
+TEST_CASE("docker backend: destroying the backend mid-provision cancels once and a new backend cleans up or adopts") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  // Cut at each step the progress text names; "" cuts right after the call.
+  for (std::string cut : {std::string(), std::string("creating container"), std::string("starting container"),
+                          std::string("waiting for the terminal to answer")}) {
+    CAPTURE(cut);
+    f.backend = f.make_backend(f.options());
+    std::string user = f.new_user();
+    std::string name = f.backend->terminal_name(user, "default", "");
+    int calls = 0;
+    std::optional<Result<TerminalInfo>> got;
+    f.backend->provision(f.spec_for(user), [&](Result<TerminalInfo> r) {
+      ++calls;
+      got.emplace(std::move(r));
+    });
+    if (!cut.empty()) {
+      bool reached = test::run_until(*f.loop, [&] { return got.has_value() || f.backend->progress(name) == cut; }, 30s);
+      REQUIRE(reached);
+      if (got) {
+        MESSAGE("provision finished before \"" << cut << "\" was seen");
+        continue;
+      }
+    }
+    f.backend.reset();
+    test::run_for(*f.loop, 200ms);
+    CHECK(calls == 1);
+    REQUIRE(got.has_value());
+    REQUIRE_FALSE(got->has_value());
+    CHECK(got->error().code == Errc::Cancelled);
+
+    // Whatever the engine was left with: a new backend lists it (or cleans it up) and provisions.
+    f.backend = f.make_backend(f.options());
+    (void)f.list();
+    auto t = f.provision_ok(f.spec_for(user));
+    CHECK(f.call(t, "GET", "/files/cwd").head.status == 200);
+    CHECK(f.engine->ids_with("name", "^/" + name + "$").size() == 1);
+  }
 }
 
 }  // TEST_SUITE
