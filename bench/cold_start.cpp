@@ -2,11 +2,13 @@
 // user" (provision) to the first byte of an authenticated answer from its agent. Prints median,
 // p90 and max in milliseconds, then removes every terminal, home and account it made.
 //
-//   terminals-bench-coldstart [--backend local|docker] [--users N] [--data-dir DIR]
+//   terminals-bench-coldstart [--backend local|docker] [--users N] [--data-dir DIR] [--samples]
 //       local:  --agent PATH [--isolation none|user|sandbox]
 //       docker: [--image IMG] (default terminals-agent:dev; the engine from $DOCKER_HOST)
 //
-// User ids are random per run, so names never collide with a earlier run's leftovers.
+// --samples prints every measurement (sample_ms=X, one a line, in the order taken) before the
+// summary line, for a caller that pools several runs. User ids are random per run, so names
+// never collide with an earlier run's leftovers.
 
 #include <sys/stat.h>
 #include <time.h>
@@ -56,6 +58,7 @@ int main(int argc, char** argv) {
   std::string image = "terminals-agent:dev";
   std::string data_dir;
   int users = 30;
+  bool samples = false;
   std::optional<Isolation> isolation;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -64,6 +67,7 @@ int main(int argc, char** argv) {
     else if (a == "--image" && i + 1 < argc) image = argv[++i];
     else if (a == "--data-dir" && i + 1 < argc) data_dir = argv[++i];
     else if (a == "--users" && i + 1 < argc) users = std::atoi(argv[++i]);
+    else if (a == "--samples") samples = true;
     else if (a == "--isolation" && i + 1 < argc) {
       auto iso = parse_isolation(argv[++i]);
       if (!iso) {
@@ -78,7 +82,7 @@ int main(int argc, char** argv) {
   }
   if (kind != "local" && kind != "docker") {
     std::fprintf(stderr,
-                 "usage: %s [--backend local|docker] [--users N] [--data-dir DIR]\n"
+                 "usage: %s [--backend local|docker] [--users N] [--data-dir DIR] [--samples]\n"
                  "          [--agent PATH] [--isolation none|user|sandbox]   (local)\n"
                  "          [--image IMG]                                    (docker)\n",
                  argv[0]);
@@ -192,6 +196,9 @@ int main(int argc, char** argv) {
   if (ms.empty()) {
     std::fprintf(stderr, "no successful cold start (%d failures)\n", failures);
     return 1;
+  }
+  if (samples) {
+    for (double v : ms) std::printf("sample_ms=%.2f\n", v);
   }
   std::sort(ms.begin(), ms.end());
   auto pct = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))]; };
