@@ -60,6 +60,9 @@ struct TerminalSpec {
   ResourceLimits limits;
   std::optional<Isolation> isolation;      ///< empty: the backend's default
   NetworkMode network = NetworkMode::None;
+  /// Egress allow-list (host names, addresses, CIDRs) on top of `network`. Backends that cannot
+  /// enforce one refuse a spec that has it (PolicyDenied), rather than run without it.
+  std::vector<std::string> egress_allow;
   /// For the orchestrator, not backends: stop the terminal after this long without activity.
   /// Empty: the orchestrator's default; 0: never.
   std::optional<std::chrono::minutes> idle_timeout;

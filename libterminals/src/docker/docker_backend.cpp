@@ -806,6 +806,12 @@ void DockerBackendImpl::provision(const TerminalSpec& spec, Callback<TerminalInf
     return later(std::move(done), Error(Errc::InvalidArgument,
                                         "no image: the policy names none and TERMINALS_IMAGE is empty"));
   }
+  if (!spec.egress_allow.empty() && !spec.env.count("OPEN_TERMINAL_ALLOWED_DOMAINS")) {
+    return later(std::move(done), Error(Errc::PolicyDenied,
+                                        "network: the Docker backend cannot enforce an egress allow-list; use "
+                                        "network none or host (the Open Terminal image filters egress itself "
+                                        "with OPEN_TERMINAL_ALLOWED_DOMAINS)"));
+  }
   Caps caps;
   caps.allowed_images = options_.allowed_images;
   if (auto allowed = check_image(image, caps); !allowed) return later(std::move(done), std::move(allowed).error());

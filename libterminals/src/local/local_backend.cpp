@@ -223,6 +223,10 @@ class LocalBackendImpl final : public LocalBackend {
     std::string name = terminal_name(spec.user_id, spec.policy_id, spec.context_id);
     Isolation isolation = spec.isolation.value_or(default_isolation_);
     if (auto ok = check_isolation(isolation); !ok) return later(std::move(done), std::move(ok).error());
+    if (!spec.egress_allow.empty()) {
+      return later(std::move(done), Error(Errc::PolicyDenied, "network: the local backend cannot enforce an egress "
+                                                              "allow-list; use network none or host"));
+    }
     auto& slot = terminals_[name];
     if (!slot) {
       slot = std::make_unique<Terminal>();
