@@ -260,10 +260,12 @@ struct DockerFixture : test::LoopFixture {
     head.target = std::move(target);
     if (auth) head.headers.add("Authorization", "Bearer " + t.api_key);
     if (!body.empty()) head.headers.add("Content-Type", "application/json");
+    std::string head_line = head.method + " " + head.target;
     std::optional<Result<FetchResponse>> got;
     http->fetch(t.endpoint, std::move(head), std::move(body), [&](Result<FetchResponse> r) { got.emplace(std::move(r)); });
     REQUIRE(test::run_until(*loop, [&] { return got.has_value(); }, 40s));
-    REQUIRE_MESSAGE(got->has_value(), (*got ? "" : got->error().message));
+    REQUIRE_MESSAGE(got->has_value(), head_line << " on " << t.name << " at " << t.endpoint.to_string() << ": "
+                                                 << (*got ? "" : got->error().to_string()));
     return std::move(*got).value();
   }
 
