@@ -51,6 +51,58 @@ Status write_private_file(const std::string& path, std::string_view content, std
   return {};
 }
 
+// The policy store's variant: policies are configuration an admin wrote once, so a write that
+// reported success must survive a power loss. rename() alone only orders the directory entry;
+// without the fsyncs the entry can point at a file whose data never reached the disk (an empty
+// or truncated file after the crash), and the rename itself can be lost.
+Status write_durable_file(const std::string& path, std::string_view content) {
+  std::string tmp = path + ".tmp";
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Error(Errc::Io, "cannot create " + tmp + ": " + std::strerror(errno), ErrorSource::System, errno);
+  const char* p = content.data();
+  std::size_t left = content.size();
+  int err = 0;
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : EIO;
+      break;
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err == 0 && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err != 0) {
+    ::unlink(tmp.c_str());
+    return Error(Errc::Io, "cannot write " + path + ": " + std::strerror(err), ErrorSource::System, err);
+  }
+  auto slash = path.rfind('/');
+  return sync_directory(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash));
+}
+
+Status remove_durable_file(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Error(Errc::Io, "cannot delete " + path + ": " + std::strerror(errno), ErrorSource::System, errno);
+  }
+  auto slash = path.rfind('/');
+  return sync_directory(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash));
+}
+
+Status sync_directory(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    if (::fsync(fd) != 0) err = errno;
+    ::close(fd);
+  }
+  if (err != 0) return Error(Errc::Io, "cannot sync directory " + dir + ": " + std::strerror(err), ErrorSource::System, err);
+  return {};
+}
+
 Status make_private_dir(const std::string& path, mode_t mode, std::optional<uid_t> uid, gid_t gid) {
   std::size_t pos = 1;
   while (pos <= path.size()) {
