@@ -854,13 +854,22 @@ void DockerBackendImpl::inspect(std::string_view name, Callback<TerminalInfo> do
 void DockerBackendImpl::stop(std::string_view name, Callback<void> done) {
   std::string n(name);
   auto grace = options_.stop_grace;
-  client_->call("POST", "/containers/" + n + "/stop?t=" + std::to_string(grace.count()), {},
-                [alive = std::weak_ptr<bool>(alive_), done = std::move(done)](Result<DockerReply> r) mutable {
-                  if (!alive.lock()) return done(Error(Errc::Cancelled, "the Docker backend was destroyed"));
-                  if (!r) return done(std::move(r).error());
-                  done(Status{});  // 204, or 304 when it was already stopped
-                },
-                grace + std::chrono::seconds(30));
+  // Inspect first, as remove() does: a container that is not ours is not stopped.
+  client_->call("GET", "/containers/" + n + "/json", {}, [this, alive = std::weak_ptr<bool>(alive_), n, grace,
+                                                         done = std::move(done)](Result<DockerReply> r) mutable {
+    if (!alive.lock()) return done(Error(Errc::Cancelled, "the Docker backend was destroyed"));
+    if (!r) return done(std::move(r).error());
+    auto doc = parse_json(r->body);
+    if (!doc) return done(Error(Errc::UpstreamProtocol, "Docker engine: unreadable container JSON"));
+    if (auto owned = check_owner(*doc, n, nullptr); !owned) return done(Error(Errc::NotFound, owned.error().message));
+    client_->call("POST", "/containers/" + n + "/stop?t=" + std::to_string(grace.count()), {},
+                  [alive, done = std::move(done)](Result<DockerReply> sr) mutable {
+                    if (!alive.lock()) return done(Error(Errc::Cancelled, "the Docker backend was destroyed"));
+                    if (!sr) return done(std::move(sr).error());
+                    done(Status{});  // 204, or 304 when it was already stopped
+                  },
+                  grace + std::chrono::seconds(30));
+  });
 }
 
 void DockerBackendImpl::remove(std::string_view name, bool delete_data, Callback<void> done) {
