@@ -593,7 +593,7 @@ TEST_CASE("docker backend: a foreign container under the terminal's name is refu
   std::string name = f.backend->terminal_name(user, "default", "");
   f.foreign_containers.push_back(name);
   auto created = f.engine->json("POST", "/containers/create?name=" + name,
-                                std::string("{\"Image\":\"") + kImage + "\"}");
+                                std::string("{\"Image\":\"") + kImage + "\",\"Cmd\":[\"/bin/sleep\",\"600\"]}");
   std::string id = created["Id"].GetString();
 
   auto r = f.provision(f.spec_for(user));
@@ -611,6 +611,15 @@ TEST_CASE("docker backend: a foreign container under the terminal's name is refu
   auto i = f.inspect(name);
   REQUIRE_FALSE(i.has_value());
   CHECK(i.error().code == Errc::NotFound);
+  // Nor stop() or remove(): a started foreign container keeps running.
+  REQUIRE(f.engine->call("POST", "/containers/" + name + "/start").has_value());
+  auto stopped = f.stop(name);
+  REQUIRE_FALSE(stopped.has_value());
+  CHECK(stopped.error().code == Errc::NotFound);
+  auto removed = f.remove(name, true);
+  REQUIRE_FALSE(removed.has_value());
+  CHECK(removed.error().code == Errc::NotFound);
+  CHECK(f.engine->container(name)["State"]["Running"].GetBool());
 }
 
 TEST_CASE("docker backend: an image without the agent-listen label is reached on a loopback port") {
@@ -978,7 +987,10 @@ TEST_CASE("docker backend: another installation's container under the same name 
   CHECK_MESSAGE(r.error().message.find("another terminals installation") != std::string::npos, r.error().message);
   CHECK(f.list().empty());
   CHECK(f.list(other.get()).size() == 1);
-  // Ours cannot remove theirs.
+  // Ours can neither stop nor remove theirs.
+  auto stopped = f.stop(name);
+  REQUIRE_FALSE(stopped.has_value());
+  CHECK(stopped.error().code == Errc::NotFound);
   auto removed = f.remove(name, true);
   REQUIRE_FALSE(removed.has_value());
   CHECK(removed.error().code == Errc::NotFound);
