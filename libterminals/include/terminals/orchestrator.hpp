@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "terminals/backend.hpp"
@@ -57,6 +58,11 @@ struct OrchestratorOptions {
   /// The clock idle times are measured with. Empty: `std::chrono::steady_clock::now`. Tests
   /// inject a clock to pass idle timeouts without waiting.
   std::function<std::chrono::steady_clock::time_point()> clock;
+  /// Called on the loop thread for each lifecycle event of a terminal, for audit logs:
+  /// "provisioned", "provision_failed", "stopped", "reset", "stop_failed"; `detail` says why
+  /// (an error message, "stopped after 30 minutes without activity", ...). Must not call back
+  /// into the orchestrator.
+  std::function<void(std::string_view event, const TerminalKey& key, std::string_view detail)> on_event;
 };
 
 /// Supplies the spec for a key (policy lookup lives elsewhere). NotFound for an unknown policy.

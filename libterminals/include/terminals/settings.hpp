@@ -53,6 +53,8 @@ struct Settings {
   std::size_t max_concurrent_provisions = 8;
   std::size_t max_queued_provisions = 256;
   std::string system_prompt;  ///< OPEN_TERMINAL_SYSTEM_PROMPT (no prefix), forwarded to terminals
+  /// TERMINALS_LIFECYCLE_INTERVAL_SECONDS (ours): how often scheduled resets are checked.
+  std::chrono::seconds lifecycle_interval{60};
 
   // Docker backend (docker_backend.hpp says what each does).
   /// TERMINALS_DOCKER_HOST: where published terminal ports are bound and reached.

@@ -383,6 +383,7 @@ class OrchestratorImpl final : public Orchestrator {
         e->reason = e->info.reason;
         e->confirmed_at = SteadyClock::now();
         e->last_activity = now();
+        event("provisioned", *e, e->name);
         answer_waiters(*e);
       } else {
         Error error = r ? Error(Errc::Internal, "the backend reported terminal " + e->name + " as " +
@@ -392,11 +393,17 @@ class OrchestratorImpl final : public Orchestrator {
         e->reason = error.message;
         e->confirmed_at.reset();
         log(LogLevel::Warning, "orchestrator", "provisioning terminal " + e->name + " failed: " + error.message);
+        event("provision_failed", *e, error.message);
         fail_waiters(*e, error);
       }
     }
     pump_queue();
     check_shutdown();
+  }
+
+  template <class E>
+  void event(std::string_view what, const E& e, std::string_view detail) {
+    if (options_.on_event) options_.on_event(what, e.key, detail);
   }
 
   void pump_queue() {
@@ -507,10 +514,12 @@ class OrchestratorImpl final : public Orchestrator {
         e->state = TerminalState::Stopped;
         e->reason = why;
         if (reset) e->known = false;  // the backend forgot it: so may we
+        event(reset ? "reset" : "stopped", *e, why);
       } else {
         e->state = TerminalState::Error;
         e->reason = "stopping failed: " + s.error().message;
         log(LogLevel::Warning, "orchestrator", "stopping terminal " + e->name + " failed: " + s.error().message);
+        event("stop_failed", *e, s.error().message);
       }
       if (!e->waiters.empty()) {
         begin_provision(*e);  // acquired while stopping

@@ -24,6 +24,9 @@
 #include "terminals/docker_backend.hpp"
 #include "terminals/local_backend.hpp"
 #include "terminals/quantity.hpp"
+#include "terminals/policy_store.hpp"
+#include "service/policy_api.hpp"
+#include "service/reset_scheduler.hpp"
 #include "terminals/log.hpp"
 #include "terminals/loop.hpp"
 #include "terminals/orchestrator.hpp"
@@ -112,7 +115,7 @@ Route route_for(const RequestHead& head, const std::string& path) {
     return r;
   }
   if (path == "/api/v1/status" || path == "/api/v1/terminals" || path == "/api/v1/terminals/stop" ||
-      path == "/api/v1/terminals/refresh") {
+      path == "/api/v1/terminals/refresh" || PolicyApi::handles(path)) {
     r.kind = Route::Admin;
     return r;
   }
@@ -177,6 +180,17 @@ class ServiceImpl final : public Service {
                        " is not available in this build yet; use TERMINALS_BACKEND=local or docker");
     }
 
+    auto caps = parse_caps(settings_.max_cpu, settings_.max_memory, settings_.max_storage, settings_.allowed_images);
+    if (!caps) return std::move(caps).error();
+    caps_ = std::move(caps).value();
+    auto store = open_file_policy_store(settings_.data_dir + "/policies");
+    if (!store) return std::move(store).error();
+    store_ = std::shared_ptr<PolicyStore>(std::move(store).value());
+    auto audit = AuditLog::open(settings_.data_dir + "/audit.log");
+    if (!audit) return std::move(audit).error();
+    audit_ = std::shared_ptr<AuditLog>(std::move(audit).value());
+    policies_ = std::make_unique<PolicyApi>(loop_, store_, audit_, caps_);
+
     if (!settings_.insecure_open) {
       std::optional<std::string> from_env;
       if (!settings_.api_key.empty()) from_env = settings_.api_key;
@@ -202,10 +216,18 @@ class ServiceImpl final : public Service {
     oo.max_concurrent_provisions = settings_.max_concurrent_provisions;
     oo.max_queued_provisions = settings_.max_queued_provisions;
     oo.default_idle_timeout = settings_.idle_timeout;
+    oo.on_event = [audit = audit_](std::string_view event, const TerminalKey& key, std::string_view detail) {
+      (void)audit->record("terminal." + std::string(event), {{"user_id", key.user_id},
+                                                             {"policy_id", key.policy_id},
+                                                             {"context_id", key.context_id},
+                                                             {"detail", std::string(detail)}});
+    };
     auto orchestrator = Orchestrator::create(
         loop_, *backend_, [this](const TerminalKey& key) { return spec_for(key); }, oo);
     if (!orchestrator) return std::move(orchestrator).error();
     orchestrator_ = std::move(orchestrator).value();
+    resets_ = std::make_unique<ResetScheduler>(loop_, *orchestrator_, *policies_, store_, audit_,
+                                               settings_.lifecycle_interval);
 
     ProxyOptions po;
     po.connect_timeout = settings_.proxy_connect_timeout;
@@ -220,6 +242,7 @@ class ServiceImpl final : public Service {
     orchestrator_->start([this, alive, done = std::move(done)](Status adopted) mutable {
       if (!alive.lock() || !*alive.lock()) return done(Error(Errc::Cancelled, "the service was destroyed"));
       if (!adopted) return done(std::move(adopted));
+      resets_->start();
       ServerOptions so;
       so.listen = Endpoint::tcp(settings_.host, settings_.port);
       // Bodies stream to terminals, whose agents enforce their own caps (JSON, uploads).
@@ -284,13 +307,20 @@ class ServiceImpl final : public Service {
 
  private:
   Result<TerminalSpec> spec_for(const TerminalKey& key) const {
-    // Stored policies arrive with the policy store; until then only "default" exists.
-    if (key.policy_id != "default") {
-      return Error(Errc::NotFound, "Policy '" + key.policy_id + "' not found");
-    }
+    std::string policy = key.policy_id.empty() ? "default" : key.policy_id;
     TerminalSpec spec;
-    spec.image = settings_.image;
-    if (!settings_.system_prompt.empty()) spec.env["OPEN_TERMINAL_SYSTEM_PROMPT"] = settings_.system_prompt;
+    if (policies_->has(policy)) {
+      auto s = policies_->spec_for(policy, settings_.image);
+      if (!s) return std::move(s).error();
+      spec = std::move(s).value();
+    } else if (policy == "default") {
+      spec.image = settings_.image;  // no stored "default": the global defaults, as the reference
+    } else {
+      return Error(Errc::NotFound, "Policy '" + policy + "' not found");
+    }
+    if (!settings_.system_prompt.empty() && !spec.env.count("OPEN_TERMINAL_SYSTEM_PROMPT")) {
+      spec.env["OPEN_TERMINAL_SYSTEM_PROMPT"] = settings_.system_prompt;
+    }
     return spec;
   }
 
@@ -356,6 +386,9 @@ class ServiceImpl final : public Service {
   }
 
   void acquire(const ServerExchangePtr& ex, const TerminalKey& key, MoveOnlyFunction<void(TerminalInfo)> next) {
+    if (auto refused = over_policy_limit(key)) {
+      return send_detail(*ex, 429, *refused, Headers{{"Retry-After", "30"}});
+    }
     std::weak_ptr<bool> alive = alive_;
     orchestrator_->acquire(key, [ex, alive, next = std::move(next)](Result<TerminalInfo> info) mutable {
       if (!alive.lock() || !*alive.lock() || ex->ended()) return;
@@ -371,6 +404,24 @@ class ServiceImpl final : public Service {
       }
       next(std::move(info).value());
     });
+  }
+
+  // A policy's max_terminals: a user whose terminal is not running yet is refused while that
+  // many terminals of the policy run. Only policies that set it pay for the count.
+  std::optional<std::string> over_policy_limit(const TerminalKey& key) const {
+    std::string policy = key.policy_id.empty() ? "default" : key.policy_id;
+    auto p = policies_->policy(policy);
+    if (!p || !p->max_terminals) return std::nullopt;
+    std::size_t running = 0;
+    for (const auto& row : orchestrator_->list()) {
+      if ((row.key.policy_id.empty() ? "default" : row.key.policy_id) != policy) continue;
+      if (row.state != TerminalState::Running && row.state != TerminalState::Provisioning) continue;
+      if (row.key.user_id == key.user_id && row.key.context_id == key.context_id) return std::nullopt;  // it has one
+      ++running;
+    }
+    if (running < *p->max_terminals) return std::nullopt;
+    return "Policy '" + policy + "' allows at most " + std::to_string(*p->max_terminals) +
+           " running terminals and all are in use; try again later";
   }
 
   void proxy(ServerExchangePtr ex, Route route) {
@@ -508,6 +559,7 @@ class ServiceImpl final : public Service {
       return send_detail(*ex, auth_http_status(ok.error()), ok.error().message);
     }
     bool get = head.method == "GET" || head.method == "HEAD";
+    if (PolicyApi::handles(path)) return policy_admin(std::move(ex), path);
     if (path == "/api/v1/status" || path == "/api/v1/terminals") {
       if (!get) return send_detail(*ex, 405, "Method Not Allowed", Headers{{"Allow", "GET"}});
       return send_json(*ex, 200, path == "/api/v1/status" ? status_json() : terminals_json());
@@ -527,8 +579,32 @@ class ServiceImpl final : public Service {
         [this, alive, ex, body, path](Status status) {
           if (!alive.lock() || !*alive.lock() || ex->ended()) return;
           if (!status) return send_detail(*ex, 400, "Malformed request body");
+          (void)audit_->record(path == "/api/v1/terminals/stop" ? "terminals.stop" : "terminals.refresh",
+                               {{"actor", "admin"}, {"request", *body}});
           if (path == "/api/v1/terminals/stop") return admin_stop(ex, *body);
           admin_refresh(ex, *body);
+        }});
+  }
+
+  void policy_admin(ServerExchangePtr ex, const std::string& path) {
+    auto body = std::make_shared<std::string>();
+    std::weak_ptr<bool> alive = alive_;
+    ex->read_body(BodyHandlers{
+        [ex, body](std::string_view chunk) {
+          if (ex->ended()) return;
+          if (body->size() + chunk.size() > kAdminBodyLimit) {
+            send_detail(*ex, 413, "Request body too large");
+            return;
+          }
+          body->append(chunk);
+        },
+        [this, alive, ex, body, path](Status status) {
+          if (!alive.lock() || !*alive.lock() || ex->ended()) return;
+          if (!status) return send_detail(*ex, 400, "Malformed request body");
+          policies_->handle(ex->request().method, path, std::move(*body), "admin", [alive, ex](ApiResponse r) {
+            if (!alive.lock() || !*alive.lock() || ex->ended()) return;
+            send_json(*ex, r.status, r.body);
+          });
         }});
   }
 
@@ -539,7 +615,7 @@ class ServiceImpl final : public Service {
         .field("max_cpu", settings_.max_cpu).field("max_memory", settings_.max_memory)
         .field("max_storage", settings_.max_storage).field("allowed_images", settings_.allowed_images)
         .field("active_terminals", static_cast<std::uint64_t>(running_terminals()))
-        .field("policy_count", 0)
+        .field("policy_count", static_cast<std::uint64_t>(policies_->count()))
         .field("active_websocket_connections", static_cast<std::uint64_t>(open_websockets_))
         .field("isolation", local_ ? std::string(isolation_name(local_->default_isolation())) : std::string("container"));
     return w.end_object().take();
@@ -676,7 +752,12 @@ class ServiceImpl final : public Service {
   DockerBackend* docker_ = nullptr;  // set with the Docker backend
   std::unique_ptr<CurlMulti> curl_;
   std::unique_ptr<Authenticator> auth_;
+  Caps caps_;
+  std::shared_ptr<PolicyStore> store_;
+  std::shared_ptr<AuditLog> audit_;
+  std::unique_ptr<PolicyApi> policies_;
   std::unique_ptr<Orchestrator> orchestrator_;
+  std::unique_ptr<ResetScheduler> resets_;
   std::unique_ptr<TerminalProxy> proxy_;
   std::unique_ptr<HttpClient> client_;
   ServerPtr server_;

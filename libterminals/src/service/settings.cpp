@@ -140,7 +140,7 @@ const std::vector<std::string>& known_setting_names() {
       "TERMINALS_DOCKER_HOST", "TERMINALS_DOCKER_NETWORK", "TERMINALS_NETWORK", "TERMINALS_DOCKER_MOUNTS",
       "TERMINALS_DOCKER_ENGINE", "TERMINALS_DOCKER_HOME", "TERMINALS_DOCKER_READ_ONLY",
       "TERMINALS_DOCKER_CAP_ADD", "TERMINALS_DOCKER_USER", "TERMINALS_DOCKER_NAME_PREFIX",
-      "TERMINALS_DOCKER_PULL", "OPEN_TERMINAL_SYSTEM_PROMPT"};
+      "TERMINALS_DOCKER_PULL", "TERMINALS_LIFECYCLE_INTERVAL_SECONDS", "OPEN_TERMINAL_SYSTEM_PROMPT"};
   return names;
 }
 
@@ -378,6 +378,12 @@ Result<Settings> load_settings(const SettingsInput& input) {
     return {};
   });
   take("TERMINALS_DOCKER_PULL", boolean("TERMINALS_DOCKER_PULL", s.docker_pull));
+  take("TERMINALS_LIFECYCLE_INTERVAL_SECONDS", [&](const std::string& v) -> Status {
+    auto n = parse_unsigned("TERMINALS_LIFECYCLE_INTERVAL_SECONDS", v, 1, 86400, "a number of seconds (1-86400)");
+    if (!n) return std::move(n).error();
+    s.lifecycle_interval = std::chrono::seconds(*n);
+    return {};
+  });
   if (!error.empty()) return Error(Errc::InvalidArgument, error);
   if (s.insecure_open && (!s.api_key.empty() || !s.open_webui_url.empty())) {
     return Error(Errc::InvalidArgument,
