@@ -190,11 +190,10 @@ class DockerBackendImpl final : public DockerBackend {
     auto it = terminals_.find(name);
     if (it == terminals_.end()) return;
     auto waiters = std::move(it->second->waiters);
-    it->second->waiters.clear();
-    it->second->provisioning = false;
-    it->second->progress.clear();
-    // Freed from a later iteration: finish() runs inside the job's own callbacks.
+    // The job is freed from a later iteration (finish() runs inside its own callbacks); the
+    // entry goes now, so the map holds only terminals being provisioned.
     loop_.defer([job = std::move(it->second->job)] {});
+    terminals_.erase(it);
     for (auto& w : waiters) later(std::move(w), result);
   }
 
@@ -370,13 +369,35 @@ class Provision : public std::enable_shared_from_this<Provision> {
     remove_then([](const Self& self) { self->find_image(); });
   }
 
-  void remove_then(MoveOnlyFunction<void(const Self&)> next) {
+  void remove_then(MoveOnlyFunction<void(const Self&)> next, int attempt = 0) {
     b_.client_->call("DELETE", container_path() + "?force=1&v=1", {},
-                     [self = shared_from_this(), next = std::move(next)](Result<DockerReply> r) mutable {
+                     [self = shared_from_this(), next = std::move(next), attempt](Result<DockerReply> r) mutable {
                        if (self->gone()) return;
+                       if (!r && r.error().code == Errc::AlreadyExists && attempt < 50 &&
+                           r.error().message.find("in progress") != std::string::npos) {
+                         // Someone else is removing it (a list() sweep, another replica): wait
+                         // until it is gone instead of failing the user's request.
+                         return self->retry_after(std::chrono::milliseconds(200),
+                                                  [next = std::move(next), attempt](const Self& s) mutable {
+                                                    s->remove_then(std::move(next), attempt + 1);
+                                                  });
+                       }
                        if (!r && r.error().code != Errc::NotFound) return self->fail(std::move(r).error());
                        next(self);
                      });
+  }
+
+  void retry_after(std::chrono::milliseconds delay, MoveOnlyFunction<void(const Self&)> fn) {
+    retry_fn_ = std::move(fn);
+    if (!retry_timer_) {
+      retry_timer_ = b_.loop_.create_timer([this] {
+        auto self = shared_from_this();  // the backend's Terminal::job holds us while we wait
+        if (gone()) return;
+        auto f = std::move(retry_fn_);
+        f(self);
+      });
+    }
+    retry_timer_->start(delay);
   }
 
   // 2. The image: inspect, pull when missing.
@@ -797,6 +818,8 @@ class Provision : public std::enable_shared_from_this<Provision> {
   std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> layers_;
   TerminalInfo info_;
   std::unique_ptr<Timer> timer_;
+  std::unique_ptr<Timer> retry_timer_;
+  MoveOnlyFunction<void(const Self&)> retry_fn_;
 };
 
 void DockerBackendImpl::provision(const TerminalSpec& spec, Callback<TerminalInfo> done) {
@@ -1002,7 +1025,7 @@ Result<std::unique_ptr<DockerBackend>> DockerBackend::create(Loop& loop, DockerB
   if (!address) return std::move(address).error();
   for (const char* sub : {"", "/homes", "/run"}) {
     std::string dir = options.data_dir + sub;
-    if (auto s = detail::make_private_dir(dir, *sub ? 0711 : 0711, std::nullopt, 0); !s) return std::move(s).error();
+    if (auto s = detail::make_private_dir(dir, 0711, std::nullopt, 0); !s) return std::move(s).error();
   }
   auto multi = detail::CurlMulti::create(loop);
   if (!multi) return std::move(multi).error();
