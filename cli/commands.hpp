@@ -1,7 +1,8 @@
 #pragma once
 
 // terminals-cli: what every command shares. The CLI is a thin layer over the public API of
-// libterminals: it includes only <terminals/...> and links only terminals::terminals.
+// libterminals: it includes only <terminals/...> and links only terminals::terminals (plus
+// the header-only RapidJSON, for the admin commands' JSON).
 //
 // A command is one file, cmd_<name>.cpp, that defines a `const Command <name>_command`, plus
 // its row in the table in main.cpp (the `extern` declarations below are that table's index).
@@ -52,7 +53,9 @@ int usage_error(Io io, std::string_view command, std::string_view message);
 // The commands (one cmd_<name>.cpp each).
 extern const Command agent_command;
 extern const Command help_command;
+extern const Command policy_command;
 extern const Command serve_command;
+extern const Command terminals_command;
 extern const Command version_command;
 
 }  // namespace terminals::cli

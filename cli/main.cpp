@@ -21,6 +21,8 @@ const Command* const kCommands[] = {
     &version_command,
     &serve_command,
     &agent_command,
+    &policy_command,
+    &terminals_command,
 };
 
 bool is_help_flag(std::string_view a) { return a == "-h" || a == "--help"; }
