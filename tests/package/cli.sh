@@ -79,6 +79,39 @@ export OPEN_TERMINAL_API_KEY=k OPEN_TERMINAL_API_KEY_FILE=/nonexistent
 expect 2 "" "both set" -- agent
 unset OPEN_TERMINAL_API_KEY OPEN_TERMINAL_API_KEY_FILE
 
+# The admin commands: help, and usage errors caught before anything is sent (exit 2).
+expect 0 "^  policy +List, show, store" "" -- --help
+expect 0 "^  terminals +List, stop and refresh" "" -- --help
+expect 0 "^Usage: terminals-cli policy ls" "" -- policy --help
+expect 0 "^Usage: terminals-cli policy ls" "" -- policy put x --help
+expect 0 "^      --api-key KEY" "" -- help policy
+expect 0 "^Usage: terminals-cli terminals ls" "" -- terminals --help
+expect 0 "^      --reset" "" -- help terminals
+expect 2 "" "no subcommand given \\(ls, get, put or rm\\)" -- policy
+expect 2 "" "unknown subcommand 'frob'" -- policy frob
+expect 2 "" "get needs a policy ID" -- policy get
+expect 2 "" "unexpected argument 'extra'" -- policy rm a extra
+expect 2 "" "put needs a FILE, - \\(standard input\\), --set or --lifecycle" -- policy put a
+expect 2 "" "--set needs KEY=VALUE" -- policy put a --set novalue
+expect 2 "" "--set pids_limit needs a whole number" -- policy put a - --set pids_limit=many
+expect 2 "" "cannot read '/nonexistent.json'" -- policy put a /nonexistent.json
+expect 2 "" "--data and --lifecycle are exclusive" -- policy get a --data --lifecycle
+expect 2 "" "unexpected argument '--set'" -- policy get a --set x=1
+expect 2 "" "--url needs a value" -- policy ls --url
+expect 2 "" "is https://; terminals-cli speaks plain http:// only" -- policy ls --url https://example.com --api-key k
+expect 2 "" "'ftp://x' is not an http:// URL" -- policy ls --url ftp://x --api-key k
+expect 2 "" "no subcommand given \\(ls, stop or refresh\\)" -- terminals
+expect 2 "" "unknown subcommand 'kill'" -- terminals kill
+expect 2 "" "stop needs --user USER" -- terminals stop
+expect 2 "" "--reset is for refresh only" -- terminals stop --user a --reset
+expect 2 "" "--user needs a value" -- terminals ls --user
+expect 2 "" "unexpected argument '--bogus'" -- terminals ls --bogus
+TERMINALS_URL=https://x expect 2 "" "TERMINALS_URL: 'https://x' is https://" -- terminals ls --api-key k
+# No key anywhere: says where it looked and how to give one.
+TERMINALS_API_KEY= expect 2 "" "no service key: pass --api-key, set TERMINALS_API_KEY" -- policy ls --data-dir /nonexistent
+# Nothing listens on port 1: a clear "is it running?" and exit 1.
+expect 1 "" "cannot reach the terminals server at http://127.0.0.1:1 \\(is \`terminals-cli serve\` running\\?\\)" -- policy ls --url http://127.0.0.1:1 --api-key k
+
 if [[ $failures -ne 0 ]]; then
   echo "$failures check(s) failed"
   exit 1
