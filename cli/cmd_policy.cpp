@@ -136,7 +136,7 @@ std::optional<std::string> apply_set(rapidjson::Document& doc, const std::string
   } else {
     value.SetString(text.data(), static_cast<rapidjson::SizeType>(text.size()), alloc);
   }
-  if (key.starts_with("env.") && key.size() > 4 && !raw) {
+  if (key.starts_with("env.") && key.size() > 4) {
     std::string name = key.substr(4);
     auto env = doc.FindMember("env");
     if (env == doc.MemberEnd() || !env->value.IsObject()) {
