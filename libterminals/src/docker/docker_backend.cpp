@@ -936,6 +936,12 @@ void DockerBackendImpl::remove(std::string_view name, bool delete_data, Callback
   });
 }
 
+// GCC 12 at -O2 reports a Result<TerminalInfo>'s Error as maybe-uninitialized inside the
+// inspect callback below (a false positive in std::variant; GCC 13 does not).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 void DockerBackendImpl::list(Callback<std::vector<TerminalInfo>> done) {
   JsonWriter f;
   f.object().key("label").array()
@@ -986,16 +992,20 @@ void DockerBackendImpl::list(Callback<std::vector<TerminalInfo>> done) {
     }
     for (const auto& n : names) {
       inspect(n, [g](Result<TerminalInfo> info) {
-        if (info) {
-          g->infos.push_back(std::move(*info));
-        } else if (info.error().code != Errc::NotFound) {
-          log(LogLevel::Warning, "docker", "listing terminals: " + info.error().message);
+        if (!info.has_value()) {
+          Error e = std::move(info).error();
+          if (e.code != Errc::NotFound) log(LogLevel::Warning, "docker", "listing terminals: " + e.message);
+        } else {
+          g->infos.push_back(std::move(info).value());
         }
         if (--g->pending == 0) g->done(std::move(g->infos));
       });
     }
   });
 }
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic pop
+#endif
 
 }  // namespace detail
 
