@@ -70,7 +70,10 @@ TERMINALS_API Result<Policy> parse_policy(std::string_view json, const Caps& cap
 TERMINALS_API std::string policy_to_json(const Policy& policy);
 
 /// What a terminal of this policy is provisioned with. Checks the caps again (PolicyDenied with
-/// the same messages as parse_policy). `default_image` is used when the policy names none. The
+/// the same messages as parse_policy). A cap is also the limit of a policy that sets none (the
+/// reference gave such terminals no limit at all). `default_image` is used when the policy names
+/// none. Caps hold inside `pod_template` too: every container's limits and requests, the pod's
+/// containers together, a limit on every sidecar while a cap is set, and the images. The
 /// environment follows the reference: the policy's env, then OPEN_TERMINAL_CPU_LIMIT and
 /// OPEN_TERMINAL_CPU_COUNT for a cpu_limit, OPEN_TERMINAL_MEMORY_LIMIT and
 /// OPEN_TERMINAL_MEMORY_BYTES for a memory_limit.

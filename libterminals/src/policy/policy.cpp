@@ -105,7 +105,101 @@ constexpr std::string_view kReservedEnv[] = {"OPEN_TERMINAL_API_KEY", "OPEN_TERM
 constexpr std::string_view kRestrictedEnv[] = {"OPEN_TERMINAL_ALLOWED_DOMAINS", "OPEN_TERMINAL_PACKAGES",
                                                "OPEN_TERMINAL_PIP_PACKAGES", "OPEN_TERMINAL_NPM_PACKAGES"};
 
+// Caps inside pod_template: every container's limits and requests (cpu, memory,
+// ephemeral-storage) parse and stay under the caps in every spelling, the containers of the pod
+// together stay under them too (a sidecar must not carry what the terminal may not), and with a
+// cap set every container needs a limit of that kind. Container images obey the allow-list.
+Status check_pod_template(const Policy& p, const Caps& caps) {
+  if (p.pod_template.empty()) return {};
+  auto doc = detail::parse_json(p.pod_template);
+  if (!doc || !doc->IsObject()) return invalid("pod_template", "must be an object");
+  auto spec = doc->FindMember("spec");
+  if (spec == doc->MemberEnd()) return {};
+  if (!spec->value.IsObject()) return invalid("pod_template.spec", "must be an object");
+  struct Kind {
+    const char* resource;
+    const std::optional<std::uint64_t>* cap;
+    const char* setting;
+    const std::optional<std::string>* policy_value;
+  };
+  const Kind kinds[] = {{"cpu", &caps.max_cpu_millis, "TERMINALS_MAX_CPU", &p.cpu_limit},
+                        {"memory", &caps.max_memory_bytes, "TERMINALS_MAX_MEMORY", &p.memory_limit},
+                        {"ephemeral-storage", &caps.max_storage_bytes, "TERMINALS_MAX_STORAGE", &p.storage}};
+  std::uint64_t totals[3] = {0, 0, 0};
+  for (const char* list : {"containers", "initContainers"}) {
+    auto cs = spec->value.FindMember(list);
+    if (cs == spec->value.MemberEnd()) continue;
+    if (!cs->value.IsArray()) return invalid(std::string("pod_template.spec.") + list, "must be an array");
+    bool regular = std::string_view(list) == "containers";
+    for (rapidjson::SizeType i = 0; i < cs->value.Size(); ++i) {
+      const Json& c = cs->value[i];
+      std::string where = std::string("pod_template.spec.") + list + "[" + std::to_string(i) + "]";
+      if (!c.IsObject()) return invalid(where, "must be an object");
+      std::string name(detail::json_string(c, "name").value_or(""));
+      if (auto image = detail::json_string(c, "image")) {
+        if (auto s = check_image(*image, caps); !s) return denied(where + ".image", s.error().message);
+      }
+      // The terminal's own container takes the policy's value where the policy sets one.
+      bool terminal = regular && name == "open-terminal";
+      const Json* res = nullptr;
+      if (auto r = c.FindMember("resources"); r != c.MemberEnd()) res = &r->value;
+      for (std::size_t k = 0; k < 3; ++k) {
+        const Kind& kind = kinds[k];
+        bool from_policy = terminal && kind.policy_value->has_value();
+        bool has_limit = false;
+        for (const char* section : {"limits", "requests"}) {
+          if (!res || !res->IsObject()) break;
+          auto sec = res->FindMember(section);
+          if (sec == res->MemberEnd() || !sec->value.IsObject()) continue;
+          auto q = sec->value.FindMember(kind.resource);
+          if (q == sec->value.MemberEnd()) continue;
+          std::string field = where + ".resources." + section + "." + kind.resource;
+          auto text = quantity_text(field, q->value);
+          if (!text) return std::move(text).error();
+          Status st = k == 0 ? check_cpu(field, *text, caps) : k == 1 ? check_memory(field, *text, caps)
+                                                                    : check_storage(field, *text, caps);
+          if (!st) return st;
+          if (std::string_view(section) == "limits") {
+            has_limit = true;
+            if (regular && !from_policy) {
+              auto v = k == 0 ? parse_cpu_millis(*text) : parse_bytes(*text);
+              if (v) totals[k] += *v;
+            }
+          }
+        }
+        // The terminal's container always ends up limited (by the policy or by the cap itself,
+        // see policy_spec); a sidecar without a limit would be unbounded.
+        if (*kind.cap && regular && !terminal && !has_limit) {
+          return denied(where + ".resources.limits." + kind.resource,
+                        "missing: with " + std::string(kind.setting) + " set, every container of the pod needs a " +
+                            kind.resource + " limit" + (name.empty() ? "" : " ('" + name + "' has none)"));
+        }
+      }
+    }
+  }
+  // The pod as a whole: sidecars plus the terminal's own limit.
+  for (std::size_t k = 0; k < 3; ++k) {
+    const Kind& kind = kinds[k];
+    if (!*kind.cap) continue;
+    std::uint64_t total = totals[k];
+    if (kind.policy_value->has_value()) {
+      auto v = k == 0 ? parse_cpu_millis(**kind.policy_value) : parse_bytes(**kind.policy_value);
+      if (v) total += *v;
+    } else if (totals[k] > 0) {
+      total += **kind.cap;  // the terminal's container gets the cap as its limit
+    }
+    if (total > **kind.cap) {
+      std::string shown = k == 0 ? format_cpu_millis(total) : format_bytes(total);
+      std::string cap = k == 0 ? format_cpu_millis(**kind.cap) : format_bytes(**kind.cap);
+      return denied("pod_template", std::string("the pod's containers together ask for ") + kind.resource + " " + shown +
+                                        ", over " + kind.setting + " " + cap);
+    }
+  }
+  return {};
+}
+
 Status check_quantities(const Policy& p, const Caps& caps) {
+  if (auto s = check_pod_template(p, caps); !s) return s;
   if (p.cpu_limit) {
     if (auto s = check_cpu("cpu_limit", *p.cpu_limit, caps); !s) return s;
   }
@@ -360,6 +454,10 @@ Result<TerminalSpec> policy_spec(const Policy& p, const Caps& caps, const std::s
     if (!bytes) return std::move(bytes).error();
     if (*bytes > 0) spec.limits.storage_bytes = *bytes;
   }
+  // A cap is also the limit of terminals whose policy sets none: "no limit" would exceed it.
+  if (!spec.limits.cpus && caps.max_cpu_millis) spec.limits.cpus = static_cast<double>(*caps.max_cpu_millis) / 1000.0;
+  if (!spec.limits.memory_bytes && caps.max_memory_bytes) spec.limits.memory_bytes = *caps.max_memory_bytes;
+  if (!spec.limits.storage_bytes && caps.max_storage_bytes) spec.limits.storage_bytes = *caps.max_storage_bytes;
   if (p.pids_limit) spec.limits.pids = *p.pids_limit;
   if (p.idle_timeout_minutes) spec.idle_timeout = std::chrono::minutes(*p.idle_timeout_minutes);
   spec.isolation = p.isolation;

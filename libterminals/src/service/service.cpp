@@ -314,7 +314,10 @@ class ServiceImpl final : public Service {
       if (!s) return std::move(s).error();
       spec = std::move(s).value();
     } else if (policy == "default") {
-      spec.image = settings_.image;  // no stored "default": the global defaults, as the reference
+      // No stored "default": the global defaults, as the reference, with the caps as limits.
+      auto s = policy_spec(Policy{}, caps_, settings_.image);
+      if (!s) return std::move(s).error();
+      spec = std::move(s).value();
     } else {
       return Error(Errc::NotFound, "Policy '" + policy + "' not found");
     }

@@ -188,6 +188,54 @@ TEST_CASE("policy: the spec a terminal gets, with caps checked again at provisio
   CHECK(allow->egress_allow == std::vector<std::string>{"pypi.org"});
 }
 
+TEST_CASE("policy: caps hold inside pod_template, sidecars included") {
+  Caps c = caps("2", "4Gi", "10Gi", "ghcr.io/**");
+  auto ok = [&](const std::string& json) {
+    auto p = parse_policy(json, c);
+    CHECK_MESSAGE(p.has_value(), json, " -> ", p ? "" : p.error().message);
+  };
+  auto no = [&](const std::string& json, const char* says) {
+    std::string m = refusal(json, Errc::PolicyDenied, c);
+    CHECK_MESSAGE(m.find(says) != std::string::npos, json, " -> ", m);
+  };
+  ok(R"({"pod_template":{"metadata":{"labels":{"a":"b"}},"spec":{"runtimeClassName":"kata"}}})");
+  ok(R"({"cpu_limit":"1","memory_limit":"2Gi","storage":"2Gi","pod_template":{"spec":{"containers":[{"name":"log","image":"ghcr.io/x/y:1",
+        "resources":{"limits":{"cpu":"500m","memory":"1Gi","ephemeral-storage":"1Gi"}}}]}}})");
+  // The reference compared plain floats and skipped these spellings silently.
+  no(R"({"pod_template":{"spec":{"containers":[{"name":"open-terminal","resources":{"limits":{"cpu":"2001m"}}}]}}})",
+     "pod_template.spec.containers[0].resources.limits.cpu '2001m'");
+  no(R"({"pod_template":{"spec":{"containers":[{"name":"open-terminal","resources":{"requests":{"memory":"8G"}}}]}}})",
+     "resources.requests.memory '8G'");
+  no(R"({"pod_template":{"spec":{"initContainers":[{"name":"init","resources":{"limits":{"cpu":"3"}}}]}}})",
+     "initContainers[0].resources.limits.cpu");
+  // A sidecar carrying what the terminal may not: over the cap together.
+  no(R"({"cpu_limit":"2","pod_template":{"spec":{"containers":[{"name":"miner","image":"ghcr.io/x/y",
+        "resources":{"limits":{"cpu":"1","memory":"1Gi","ephemeral-storage":"1Gi"}}}]}}})",
+     "the pod's containers together ask for cpu 3, over TERMINALS_MAX_CPU 2");
+  // A sidecar without a limit would be unbounded.
+  no(R"({"pod_template":{"spec":{"containers":[{"name":"miner","image":"ghcr.io/x/y"}]}}})",
+     "every container of the pod needs a cpu limit ('miner' has none)");
+  no(R"({"pod_template":{"spec":{"containers":[{"name":"x","image":"docker.io/evil",
+        "resources":{"limits":{"cpu":"1","memory":"1Gi","ephemeral-storage":"1Gi"}}}]}}})",
+     "containers[0].image: Image 'docker.io/evil' not in allowed list");
+  CHECK(refusal(R"({"pod_template":{"spec":{"containers":[{"name":"x","resources":{"limits":{"cpu":"lots"}}}]}}})",
+                Errc::InvalidArgument, c).find("containers[0].resources.limits.cpu") != std::string::npos);
+  // Without caps anything parseable goes.
+  CHECK(parse_policy(R"({"pod_template":{"spec":{"containers":[{"name":"m","resources":{"limits":{"cpu":"64"}}}]}}})", {}).has_value());
+}
+
+TEST_CASE("policy: a cap is the limit of a policy that sets none") {
+  auto spec = policy_spec(Policy{}, caps("1500m", "2Gi", "5G", ""), "img");
+  REQUIRE(spec.has_value());
+  CHECK(*spec->limits.cpus == doctest::Approx(1.5));
+  CHECK(*spec->limits.memory_bytes == 2ull << 30);
+  CHECK(*spec->limits.storage_bytes == 5000000000ull);
+  auto none = policy_spec(Policy{}, {}, "img");
+  REQUIRE(none.has_value());
+  CHECK(!none->limits.cpus);
+  CHECK(!none->limits.memory_bytes);
+}
+
 TEST_CASE("policy: ids") {
   for (const char* ok : {"default", "data-science", "team_a.v2", "A"}) CHECK_MESSAGE(check_policy_id(ok).has_value(), ok);
   for (const char* bad : {"", ".hidden", "a/b", "a b", "..", "x\n"}) CHECK_MESSAGE(!check_policy_id(bad).has_value(), bad);
