@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <ctime>
 #include <thread>
+
+#include <unistd.h>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -147,6 +149,22 @@ TEST_CASE("service policies: a policy's spec reaches its terminals, max_terminal
   CHECK(json_field(after.body, "data") == R"({"env":{"TEAM":"blue"},"cpu_limit":"500m","max_terminals":1})");
   auto actions = audit_actions(f.settings.data_dir);
   CHECK(contains(actions, "terminal.provisioned"));
+  f.finish();
+}
+
+TEST_CASE("service policies: a policy cannot lower isolation to none on an isolated service") {
+  if (::geteuid() != 0) {
+    MESSAGE("SKIPPED: needs root (isolation user creates OS accounts); CI runs as root");
+    return;
+  }
+  ServiceFixture f([](Settings& s, Loop&) { s.isolation = "user"; });
+  auto admin = [&](const char* method, const std::string& path, std::string body = {}) {
+    return f.fetch(method, path, std::move(body), std::string(test::kServiceKey), std::nullopt);
+  };
+  REQUIRE(admin("PUT", "/api/v1/policies/loose", R"({"isolation":"none"})").head.status == 200);
+  auto r = f.fetch("GET", "/p/loose/files/cwd");
+  CHECK(r.head.status == 403);
+  CHECK(r.body.find("isolation none") != std::string::npos);
   f.finish();
 }
 

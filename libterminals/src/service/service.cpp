@@ -313,6 +313,13 @@ class ServiceImpl final : public Service {
       auto s = policies_->spec_for(policy, settings_.image);
       if (!s) return std::move(s).error();
       spec = std::move(s).value();
+      // A policy may ask for more isolation than the service default, not for none: that would
+      // run users' commands as this (often root) process.
+      if (spec.isolation == Isolation::None && local_ && local_->default_isolation() != Isolation::None) {
+        return Error(Errc::PolicyDenied, "isolation: policy '" + policy + "' asks for isolation none, which runs "
+                                         "commands as the orchestrator's own user; only a service started with "
+                                         "TERMINALS_ISOLATION=none allows it");
+      }
     } else if (policy == "default") {
       // No stored "default": the global defaults, as the reference, with the caps as limits.
       auto s = policy_spec(Policy{}, caps_, settings_.image);
