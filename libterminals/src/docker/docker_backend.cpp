@@ -183,6 +183,9 @@ class DockerBackendImpl final : public DockerBackend {
 
   /// A TerminalInfo from GET /containers/{name}/json, or why the container is not ours.
   Result<TerminalInfo> info_from_container(const Json& c) const;
+  /// GET /containers/{name}/json, parsed; NotFound "no terminal <name> (why)" when it is not
+  /// ours (another installation's, or not created by terminals).
+  void owned_container(const std::string& name, MoveOnlyFunction<void(Result<rapidjson::Document>)> then);
   /// Its labels say it is ours (this instance) and for these ids.
   Status check_owner(const Json& c, std::string_view name, const TerminalSpec* spec) const;
 
@@ -853,38 +856,41 @@ void DockerBackendImpl::provision(const TerminalSpec& spec, Callback<TerminalInf
 
 // --- inspect, stop, remove, list ---------------------------------------------------------------
 
+void DockerBackendImpl::owned_container(const std::string& n, MoveOnlyFunction<void(Result<rapidjson::Document>)> then) {
+  client_->call("GET", "/containers/" + n + "/json", {},
+                [this, alive = std::weak_ptr<bool>(alive_), n, then = std::move(then)](Result<DockerReply> r) mutable {
+                  if (!alive.lock()) return then(Error(Errc::Cancelled, "the Docker backend was destroyed"));
+                  if (!r) return then(std::move(r).error());
+                  auto doc = parse_json(r->body);
+                  if (!doc) return then(Error(Errc::UpstreamProtocol, "Docker engine: unreadable container JSON"));
+                  if (auto owned = check_owner(*doc, n, nullptr); !owned) {
+                    return then(Error(Errc::NotFound, "no terminal " + n + " (" + owned.error().message + ")"));
+                  }
+                  then(std::move(doc));
+                });
+}
+
 void DockerBackendImpl::inspect(std::string_view name, Callback<TerminalInfo> done) {
   std::string n(name);
-  client_->call("GET", "/containers/" + n + "/json", {},
-                [this, alive = std::weak_ptr<bool>(alive_), n, done = std::move(done)](Result<DockerReply> r) mutable {
-                  if (!alive.lock()) return done(Error(Errc::Cancelled, "the Docker backend was destroyed"));
-                  if (!r) return done(std::move(r).error());
-                  auto doc = parse_json(r->body);
-                  if (!doc) return done(Error(Errc::UpstreamProtocol, "Docker engine: unreadable container JSON"));
-                  if (auto owned = check_owner(*doc, n, nullptr); !owned) {
-                    return done(Error(Errc::NotFound, "no terminal " + n + " (" + owned.error().message + ")"));
-                  }
-                  auto info = info_from_container(*doc);
-                  if (info) {
-                    if (auto it = terminals_.find(n); it != terminals_.end() && it->second->provisioning) {
-                      info->state = TerminalState::Provisioning;
-                    }
-                  }
-                  done(std::move(info));
-                });
+  owned_container(n, [this, n, done = std::move(done)](Result<rapidjson::Document> doc) mutable {
+    if (!doc) return done(std::move(doc).error());
+    auto info = info_from_container(*doc);
+    if (info) {
+      if (auto it = terminals_.find(n); it != terminals_.end() && it->second->provisioning) {
+        info->state = TerminalState::Provisioning;
+      }
+    }
+    done(std::move(info));
+  });
 }
 
 void DockerBackendImpl::stop(std::string_view name, Callback<void> done) {
   std::string n(name);
   auto grace = options_.stop_grace;
   // Inspect first, as remove() does: a container that is not ours is not stopped.
-  client_->call("GET", "/containers/" + n + "/json", {}, [this, alive = std::weak_ptr<bool>(alive_), n, grace,
-                                                         done = std::move(done)](Result<DockerReply> r) mutable {
-    if (!alive.lock()) return done(Error(Errc::Cancelled, "the Docker backend was destroyed"));
-    if (!r) return done(std::move(r).error());
-    auto doc = parse_json(r->body);
-    if (!doc) return done(Error(Errc::UpstreamProtocol, "Docker engine: unreadable container JSON"));
-    if (auto owned = check_owner(*doc, n, nullptr); !owned) return done(Error(Errc::NotFound, owned.error().message));
+  owned_container(n, [this, alive = std::weak_ptr<bool>(alive_), n, grace,
+                      done = std::move(done)](Result<rapidjson::Document> doc) mutable {
+    if (!doc) return done(std::move(doc).error());
     client_->call("POST", "/containers/" + n + "/stop?t=" + std::to_string(grace.count()), {},
                   [alive, done = std::move(done)](Result<DockerReply> sr) mutable {
                     if (!alive.lock()) return done(Error(Errc::Cancelled, "the Docker backend was destroyed"));
@@ -898,13 +904,9 @@ void DockerBackendImpl::stop(std::string_view name, Callback<void> done) {
 void DockerBackendImpl::remove(std::string_view name, bool delete_data, Callback<void> done) {
   std::string n(name);
   // Inspect first: the labels say whose home it is.
-  client_->call("GET", "/containers/" + n + "/json", {}, [this, alive = std::weak_ptr<bool>(alive_), n, delete_data,
-                                                         done = std::move(done)](Result<DockerReply> r) mutable {
-    if (!alive.lock()) return done(Error(Errc::Cancelled, "the Docker backend was destroyed"));
-    if (!r) return done(std::move(r).error());
-    auto doc = parse_json(r->body);
-    if (!doc) return done(Error(Errc::UpstreamProtocol, "Docker engine: unreadable container JSON"));
-    if (auto owned = check_owner(*doc, n, nullptr); !owned) return done(Error(Errc::NotFound, owned.error().message));
+  owned_container(n, [this, alive = std::weak_ptr<bool>(alive_), n, delete_data,
+                      done = std::move(done)](Result<rapidjson::Document> doc) mutable {
+    if (!doc) return done(std::move(doc).error());
     auto labels = labels_of(*doc);
     std::string home = home_of(label(labels, kLabelUserId), label(labels, kLabelContextId));
     client_->call("DELETE", "/containers/" + n + "?force=1&v=1", {},

@@ -575,28 +575,27 @@ class ServiceImpl final : public Service {
       return send_json(*ex, 200, path == "/api/v1/status" ? status_json() : terminals_json());
     }
     if (head.method != "POST") return send_detail(*ex, 405, "Method Not Allowed", Headers{{"Allow", "POST"}});
-    auto body = std::make_shared<std::string>();
-    std::weak_ptr<bool> alive = alive_;
-    ex->read_body(BodyHandlers{
-        [ex, body](std::string_view chunk) {
-          if (ex->ended()) return;
-          if (body->size() + chunk.size() > kAdminBodyLimit) {
-            send_detail(*ex, 413, "Request body too large");
-            return;
-          }
-          body->append(chunk);
-        },
-        [this, alive, ex, body, path](Status status) {
-          if (!alive.lock() || !*alive.lock() || ex->ended()) return;
-          if (!status) return send_detail(*ex, 400, "Malformed request body");
-          (void)audit_->record(path == "/api/v1/terminals/stop" ? "terminals.stop" : "terminals.refresh",
-                               {{"actor", "admin"}, {"request", *body}});
-          if (path == "/api/v1/terminals/stop") return admin_stop(ex, *body);
-          admin_refresh(ex, *body);
-        }});
+    read_admin_body(ex, [this, ex, path](std::string body) {
+      (void)audit_->record(path == "/api/v1/terminals/stop" ? "terminals.stop" : "terminals.refresh",
+                           {{"actor", "admin"}, {"request", body}});
+      if (path == "/api/v1/terminals/stop") return admin_stop(ex, body);
+      admin_refresh(ex, body);
+    });
   }
 
   void policy_admin(ServerExchangePtr ex, const std::string& path) {
+    read_admin_body(ex, [this, ex, path](std::string body) {
+      std::weak_ptr<bool> alive = alive_;
+      policies_->handle(ex->request().method, path, std::move(body), "admin", [alive, ex](ApiResponse r) {
+        if (!alive.lock() || !*alive.lock() || ex->ended()) return;
+        send_json(*ex, r.status, r.body);
+      });
+    });
+  }
+
+  // An admin request's body, whole (at most kAdminBodyLimit: 413 beyond), then `then` unless the
+  // service went away or the exchange ended meanwhile.
+  void read_admin_body(const ServerExchangePtr& ex, MoveOnlyFunction<void(std::string)> then) {
     auto body = std::make_shared<std::string>();
     std::weak_ptr<bool> alive = alive_;
     ex->read_body(BodyHandlers{
@@ -608,13 +607,10 @@ class ServiceImpl final : public Service {
           }
           body->append(chunk);
         },
-        [this, alive, ex, body, path](Status status) {
+        [alive, ex, body, then = std::move(then)](Status status) mutable {
           if (!alive.lock() || !*alive.lock() || ex->ended()) return;
           if (!status) return send_detail(*ex, 400, "Malformed request body");
-          policies_->handle(ex->request().method, path, std::move(*body), "admin", [alive, ex](ApiResponse r) {
-            if (!alive.lock() || !*alive.lock() || ex->ended()) return;
-            send_json(*ex, r.status, r.body);
-          });
+          then(std::move(*body));
         }});
   }
 
