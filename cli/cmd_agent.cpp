@@ -90,7 +90,10 @@ std::string trim_right(std::string s) {
 }
 
 int run(Args args, Io io) {
-  std::optional<std::string> listen;
+  // A plain string and a flag, not std::optional<std::string>: GCC 12 at -O2 reports the
+  // optional's string as maybe-uninitialized (a false positive that -Werror turns into a failure).
+  std::string listen;
+  bool listen_given = false;
   std::optional<std::string> key;
   std::string home;
   std::optional<std::string> info;
@@ -107,12 +110,19 @@ int run(Args args, Io io) {
     if (a == "--listen" || a == "--api-key" || a == "--home" || a == "--info") {
       auto v = value();
       if (!v) return usage_error(io, kName, std::string(a) + " needs a value");
-      if (a == "--listen") listen = *v;
-      else if (a == "--api-key") key = *v;
-      else if (a == "--info") info = *v;
-      else home = *v;
+      if (a == "--listen") {
+        listen = *v;
+        listen_given = true;
+      } else if (a == "--api-key") {
+        key = *v;
+      } else if (a == "--info") {
+        info = *v;
+      } else {
+        home = *v;
+      }
     } else if (a.starts_with("--listen=")) {
       listen = std::string(a.substr(9));
+      listen_given = true;
     } else if (a.starts_with("--api-key=")) {
       key = std::string(a.substr(10));
     } else if (a.starts_with("--home=")) {
@@ -148,12 +158,14 @@ int run(Args args, Io io) {
 
   // The flag wins over the environment, so a container's default can be overridden per run.
   std::string_view listen_source = "--listen";
-  if (!listen) {
-    listen = env("TERMINALS_AGENT_LISTEN");
-    if (listen && listen->empty()) listen.reset();
-    if (listen) listen_source = "TERMINALS_AGENT_LISTEN";
+  if (!listen_given) {
+    listen = "tcp://127.0.0.1:8000";
+    if (auto from_env = env("TERMINALS_AGENT_LISTEN"); from_env && !from_env->empty()) {
+      listen = *from_env;
+      listen_source = "TERMINALS_AGENT_LISTEN";
+    }
   }
-  auto endpoint = Endpoint::parse(listen.value_or("tcp://127.0.0.1:8000"));
+  auto endpoint = Endpoint::parse(listen);
   if (!endpoint) {
     return usage_error(io, kName,
                        "bad " + std::string(listen_source) + ": " + endpoint.error().message);
