@@ -83,6 +83,17 @@ TEST_CASE("service policies: CRUD with the reference's shapes, validation and ca
   CHECK(listed.head.status == 200);
   CHECK(listed.body.find(R"("id":"dev")") < listed.body.find(R"("id":"ops")"));  // oldest first
 
+  // If-Match guards read-edit-write clients against lost updates.
+  auto stale = f.fetch("PUT", "/api/v1/policies/dev", "{}", std::string(test::kServiceKey), std::nullopt,
+                       Headers{{"If-Match", "\"1\""}});
+  CHECK(stale.head.status == 409);
+  CHECK(stale.body.find("at revision 2, not revision 1") != std::string::npos);
+  CHECK(f.fetch("PUT", "/api/v1/policies/dev", "{}", std::string(test::kServiceKey), std::nullopt,
+                Headers{{"If-Match", "x"}}).head.status == 400);
+  CHECK(f.fetch("PUT", "/api/v1/policies/new", "{}", std::string(test::kServiceKey), std::nullopt,
+                Headers{{"If-Match", "0"}}).head.status == 200);
+  CHECK(admin("DELETE", "/api/v1/policies/new").head.status == 200);
+
   // Caps in every spelling are refused with 400 naming the field and the cap.
   auto over = admin("PUT", "/api/v1/policies/dev", R"({"cpu_limit":"2000m"})");
   CHECK(over.head.status == 400);

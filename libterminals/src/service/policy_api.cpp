@@ -2,6 +2,7 @@
 
 #include "service/policy_api.hpp"
 
+#include <cstdlib>
 #include <ctime>
 
 #include "json/json.hpp"
@@ -131,7 +132,7 @@ Result<TerminalSpec> PolicyApi::spec_for(const std::string& policy_id, const std
 }
 
 void PolicyApi::handle(const std::string& method, const std::string& path, std::string body, std::string actor,
-                       MoveOnlyFunction<void(ApiResponse)> done) {
+                       MoveOnlyFunction<void(ApiResponse)> done, std::string_view if_match) {
   std::string rest = path.substr(kPrefix.size());  // "", "/{id}" or "/{id}/lifecycle"
   auto not_allowed = [&](const char* allow) {
     later(std::move(done), {405, detail_json(std::string("Method Not Allowed (allowed: ") + allow + ")")});
@@ -218,12 +219,24 @@ void PolicyApi::handle(const std::string& method, const std::string& path, std::
     return later(std::move(done), {200, policy_json(*stored)});
   }
   if (method == "PUT") {
+    // If-Match: "3" or "\"3\"" (an ETag-style quoted revision); guards read-edit-write clients.
+    std::optional<std::uint64_t> expected;
+    if (!if_match.empty()) {
+      std::string v(if_match);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      char* end = nullptr;
+      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || v.front() == '-') {
+        return later(std::move(done), {400, detail_json("If-Match: '" + std::string(if_match) + "' is not a policy revision")});
+      }
+      expected = n;
+    }
     auto p = parse_policy(body.empty() ? std::string("{}") : body, caps_);
     if (!p) return later(std::move(done), error_response(p.error()));
     std::string canonical = policy_to_json(*p);
     return write(
-        [store = store_, id, canonical]() -> Result<ApiResponse> {
-          auto stored = store->put(id, canonical);
+        [store = store_, id, canonical, expected]() -> Result<ApiResponse> {
+          auto stored = store->put(id, canonical, expected);
           if (!stored) return std::move(stored).error();
           return ApiResponse{200, policy_json(*stored)};
         },

@@ -37,9 +37,11 @@ class PolicyApi {
 
   /// True for /api/v1/policies and everything under it.
   static bool handles(std::string_view path);
-  /// Answers one request; `done` runs once, never inside this call.
+  /// Answers one request; `done` runs once, never inside this call. `if_match` is the request's
+  /// If-Match header: a PUT then only replaces the policy at that revision ("0": only if it does
+  /// not exist yet), else 409; a bad value is 400.
   void handle(const std::string& method, const std::string& path, std::string body, std::string actor,
-              MoveOnlyFunction<void(ApiResponse)> done);
+              MoveOnlyFunction<void(ApiResponse)> done, std::string_view if_match = {});
 
   /// The spec of a stored policy, caps checked again. NotFound "Policy '<id>' not found".
   Result<TerminalSpec> spec_for(const std::string& policy_id, const std::string& default_image) const;

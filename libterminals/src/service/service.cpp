@@ -586,10 +586,14 @@ class ServiceImpl final : public Service {
   void policy_admin(ServerExchangePtr ex, const std::string& path) {
     read_admin_body(ex, [this, ex, path](std::string body) {
       std::weak_ptr<bool> alive = alive_;
-      policies_->handle(ex->request().method, path, std::move(body), "admin", [alive, ex](ApiResponse r) {
-        if (!alive.lock() || !*alive.lock() || ex->ended()) return;
-        send_json(*ex, r.status, r.body);
-      });
+      std::string if_match(ex->request().headers.get("If-Match").value_or(""));
+      policies_->handle(
+          ex->request().method, path, std::move(body), "admin",
+          [alive, ex](ApiResponse r) {
+            if (!alive.lock() || !*alive.lock() || ex->ended()) return;
+            send_json(*ex, r.status, r.body);
+          },
+          if_match);
     });
   }
 
