@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 from . import _terminals
-from ._terminals import format_bytes, format_cpu, parse_bytes, parse_cpu
+from ._terminals import format_bytes, format_cpu, parse_bytes, parse_cpu, set_log_level
 from .errors import (AlreadyExistsError, BackendUnavailableError, CancelledError, EofError,
                      InternalError, InvalidArgumentError, LimitExceededError, NotFoundError,
                      PolicyDeniedError, TerminalsError, TerminalsIOError, TerminalsTimeoutError,
@@ -31,7 +31,7 @@ from .errors import (AlreadyExistsError, BackendUnavailableError, CancelledError
 
 __all__ = [
     "Server", "Orchestrator", "agent_path", "Terminal", "TerminalRow", "TerminalEvent", "Policy", "PolicyStore",
-    "StoredPolicy", "parse_cpu", "parse_bytes", "format_cpu", "format_bytes",
+    "StoredPolicy", "set_log_level", "parse_cpu", "parse_bytes", "format_cpu", "format_bytes",
     "TerminalsError", "InvalidArgumentError", "NotFoundError", "AlreadyExistsError",
     "PolicyDeniedError", "LimitExceededError", "BackendUnavailableError", "TerminalsTimeoutError",
     "TimeoutError", "CancelledError", "EofError", "UpstreamProtocolError", "TerminalsIOError",

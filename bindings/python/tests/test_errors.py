@@ -37,3 +37,10 @@ def test_each_code_maps_to_its_class(code, cls, builtin):
 def test_aliases():
     assert terminals.TimeoutError is terminals.TerminalsTimeoutError
     assert terminals.errors.TimeoutError is terminals.TerminalsTimeoutError
+
+
+def test_set_log_level():
+    terminals.set_log_level("warning")
+    with pytest.raises(terminals.InvalidArgumentError):
+        terminals.set_log_level("loud")
+    terminals.set_log_level("info")
