@@ -47,6 +47,20 @@ class ServiceHandle {
   ~ServiceHandle() { stop(1.0); }
 
   void start() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (started_ && !stopping_) return;  // already serving
+      if (starting_ || stopping_) raise(Error(Errc::InvalidArgument, stopping_ ? "the server was stopped; create a new one"
+                                                                               : "the server is already starting"));
+      starting_ = true;
+    }
+    struct Done {
+      ServiceHandle* h;
+      ~Done() {
+        std::lock_guard<std::mutex> lock(h->mutex_);
+        h->starting_ = false;
+      }
+    } done{this};
     auto* self = this;
     Status s = thread_->call<Status>([self](std::shared_ptr<std::promise<Status>> p) {
       if (!self->service_) return p->set_value(Error(Errc::Cancelled, "the server was stopped"));
@@ -131,7 +145,7 @@ class ServiceHandle {
   ServicePtr service_;  // loop thread only
   std::mutex mutex_;
   std::condition_variable cv_;
-  bool started_ = false, stopping_ = false, stopped_ = false;
+  bool started_ = false, starting_ = false, stopping_ = false, stopped_ = false;
 };
 
 }  // namespace

@@ -198,3 +198,18 @@ def test_gateway_example(data_dir, agent_path):
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert "gateway stopped" in out
+
+
+def test_start_twice_restart_and_never_started(data_dir, agent_path):
+    baseline = threading.active_count()
+    server = _server(data_dir, agent_path)
+    server.start()
+    server.start()  # already serving: no-op
+    server.stop()
+    with pytest.raises(terminals.InvalidArgumentError, match="stopped"):
+        server.start()
+    never = _server(data_dir, agent_path)
+    del never  # created, never started: freed without a hang
+    unstarted = _server(data_dir, agent_path)
+    unstarted.stop()
+    assert threading.active_count() == baseline
