@@ -4,6 +4,7 @@
 import os
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -38,3 +39,41 @@ def data_dir(tmp_path):
 def thread_baseline():
     before = threading.active_count()
     yield before
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _os_threads() -> int:
+    # The loop threads are C++ threads, invisible to threading.active_count().
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_up(tmp_path_factory):
+    """libuv and libcurl open a few process-wide descriptors once (libuv's signal pipe, ...), on
+    first use; a server started and stopped once before the tests keeps those out of the counts."""
+    d = tmp_path_factory.mktemp("warm-up")
+    with terminals.Server(port=0, data_dir=str(d / "data"), isolation="none", api_key="warm-up-key-0123456789"):
+        pass
+    with terminals.Orchestrator(data_dir=str(d / "orch"), isolation="none"):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Every test ends with as many threads and open descriptors as it started with: servers,
+    orchestrators and stores must release their loop threads, sockets and files when closed."""
+    threads, fds = _os_threads(), _open_fds()
+    yield
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        if _os_threads() <= threads and _open_fds() <= fds:
+            return
+        time.sleep(0.02)
+    leaked = [t.name for t in threading.enumerate()]
+    targets = sorted(os.readlink(f"/proc/self/fd/{n}") for n in os.listdir("/proc/self/fd")
+                     if os.path.exists(f"/proc/self/fd/{n}"))
+    pytest.fail(f"leaked: {_os_threads() - threads} threads (Python threads now: {leaked}), "
+                f"{_open_fds() - fds} file descriptors (open now: {targets})")

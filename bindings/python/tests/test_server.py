@@ -45,6 +45,7 @@ def test_start_stop_and_a_real_request(data_dir, agent_path):
         with pytest.raises(urllib.error.HTTPError) as err:
             _get(server.address + "/files/cwd", {"X-User-Id": "alice"})
         assert err.value.code in (401, 403)
+        err.value.close()  # an HTTPError holds its response's socket open until closed
     finally:
         server.stop()
     assert not server.running
