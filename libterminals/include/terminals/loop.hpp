@@ -36,6 +36,10 @@ class Timer;
 class TERMINALS_API Loop {
  public:
   /// A loop that owns a new uv loop. Run it with `run()`.
+  ///
+  /// Creating a loop (here or with `wrap`) sets SIGPIPE to ignored when it still has its default
+  /// action (which would end the process when a peer closes a socket mid-write); a handler the
+  /// host installed is left alone. Children that libterminals starts get the default back.
   static Result<std::unique_ptr<Loop>> create();
   /// A loop over a host's uv loop, which the host keeps running and closing. The host must
   /// destroy this object (and everything made on it) before closing its uv loop.

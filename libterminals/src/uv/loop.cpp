@@ -1,5 +1,7 @@
 #include "terminals/loop.hpp"
 
+#include <signal.h>
+
 #include <uv.h>
 
 #include <atomic>
@@ -62,7 +64,22 @@ struct Loop::Impl {
 Loop::Loop(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 namespace {
+// A write to a socket whose peer has gone raises SIGPIPE, whose default action ends the whole
+// process: one client disconnecting mid-response would kill a server or an agent with every
+// user's terminal in it. libuv reports EPIPE as an error instead once SIGPIPE is ignored, so we
+// ignore it, unless the host installed a handler of its own.
+void ignore_sigpipe_unless_handled() {
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) != 0) return;
+  if (current.sa_handler != SIG_DFL || (current.sa_flags & SA_SIGINFO)) return;
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  ::sigaction(SIGPIPE, &ignore, nullptr);
+}
+
 Result<std::unique_ptr<Loop::Impl>> make_impl(uv_loop_t* uv, std::unique_ptr<uv_loop_t> owned) {
+  ignore_sigpipe_unless_handled();
   auto impl = std::make_unique<Loop::Impl>();
   impl->uv = uv;
   impl->owned = std::move(owned);
