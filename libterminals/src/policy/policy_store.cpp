@@ -352,14 +352,24 @@ class FilePolicyStore final : public PolicyStore {
     return {};
   }
 
-  Status load_policies() {
-    std::string dir = dir_ + "/" + kPolicies;
+  // Each item file of `sub`, parsed as a JSON object, to `load` (which checks and keeps it).
+  template <class F>
+  Status load_each(std::string_view sub, F load) {
+    std::string dir = dir_ + "/" + std::string(sub);
     auto names = scan(dir);
     if (!names) return names.error();
     for (const auto& name : *names) {
       std::string path = dir + "/" + name;
       auto doc = load_object(path);
       if (!doc) return doc.error();
+      if (Status st = load(path, name, *doc); !st) return st;
+    }
+    return {};
+  }
+
+  Status load_policies() {
+    return load_each(kPolicies, [this](const std::string& path, const std::string& name, auto& doc_ref) -> Status {
+      auto* doc = &doc_ref;
       StoredPolicy p;
       auto id = member_string(*doc, "id", path);
       if (!id) return id.error();
@@ -380,36 +390,26 @@ class FilePolicyStore final : public PolicyStore {
       p.data = std::move(data).value();
       if (auto st = check_name(path, name, p.id); !st) return st;
       policies_.emplace(p.id, std::move(p));
-    }
-    return {};
+      return {};
+    });
   }
 
   Status load_lifecycles() {
-    std::string dir = dir_ + "/" + kLifecycle;
-    auto names = scan(dir);
-    if (!names) return names.error();
-    for (const auto& name : *names) {
-      std::string path = dir + "/" + name;
-      auto doc = load_object(path);
-      if (!doc) return doc.error();
+    return load_each(kLifecycle, [this](const std::string& path, const std::string& name, auto& doc_ref) -> Status {
+      auto* doc = &doc_ref;
       auto id = member_string(*doc, "policy_id", path);
       if (!id) return id.error();
       auto data = member_object(*doc, "data", path);
       if (!data) return data.error();
       if (auto st = check_name(path, name, *id); !st) return st;
       lifecycles_.emplace(std::move(id).value(), std::move(data).value());
-    }
-    return {};
+      return {};
+    });
   }
 
   Status load_states() {
-    std::string dir = dir_ + "/" + kStates;
-    auto names = scan(dir);
-    if (!names) return names.error();
-    for (const auto& name : *names) {
-      std::string path = dir + "/" + name;
-      auto doc = load_object(path);
-      if (!doc) return doc.error();
+    return load_each(kStates, [this](const std::string& path, const std::string& name, auto& doc_ref) -> Status {
+      auto* doc = &doc_ref;
       LifecycleState s;
       for (auto [field, out] : {std::pair{"user_id", &s.user_id}, std::pair{"policy_id", &s.policy_id},
                                 std::pair{"context_id", &s.context_id}, std::pair{"schedule", &s.schedule},
@@ -430,8 +430,8 @@ class FilePolicyStore final : public PolicyStore {
       if (auto st = check_name(path, name, state_key_text(s.user_id, s.policy_id, s.context_id)); !st) return st;
       StateKey k(s.user_id, s.policy_id, s.context_id);
       states_.emplace(std::move(k), std::move(s));
-    }
-    return {};
+      return {};
+    });
   }
 
   const std::string dir_;
