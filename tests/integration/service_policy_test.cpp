@@ -158,6 +158,11 @@ TEST_CASE("service policies: a policy's spec reaches its terminals, max_terminal
   auto after = admin("GET", "/api/v1/policies/dev");
   CHECK(after.head.status == 200);
   CHECK(json_field(after.body, "data") == R"({"env":{"TEAM":"blue"},"cpu_limit":"500m","max_terminals":1})");
+  // The limit holds after the restart too (alice's terminal was adopted, still running).
+  CHECK(f.fetch("GET", "/p/dev/files/cwd", {}, std::string(test::kServiceKey), std::string("bob")).head.status == 429);
+  // Lifting it by a PUT takes effect at once.
+  REQUIRE(admin("PUT", "/api/v1/policies/dev", R"({"cpu_limit":"500m","env":{"TEAM":"blue"}})").head.status == 200);
+  CHECK(f.fetch("GET", "/p/dev/files/cwd", {}, std::string(test::kServiceKey), std::string("bob")).head.status == 200);
   auto actions = audit_actions(f.settings.data_dir);
   CHECK(contains(actions, "terminal.provisioned"));
   f.finish();

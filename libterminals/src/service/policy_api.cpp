@@ -59,7 +59,11 @@ ApiResponse error_response(const Error& e) {
 }
 
 PolicyApi::PolicyApi(Loop& loop, std::shared_ptr<PolicyStore> store, std::shared_ptr<AuditLog> audit, Caps caps)
-    : loop_(loop), store_(std::move(store)), audit_(std::move(audit)), caps_(std::move(caps)) {}
+    : loop_(loop), store_(std::move(store)), audit_(std::move(audit)), caps_(std::move(caps)) {
+  for (const auto& stored : store_->list()) {
+    if (auto p = parse_policy(stored.data, Caps{}); p && p->max_terminals) max_terminals_[stored.id] = *p->max_terminals;
+  }
+}
 
 PolicyApi::~PolicyApi() { *alive_ = false; }
 
@@ -75,6 +79,14 @@ void PolicyApi::write(MoveOnlyFunction<Result<ApiResponse>()> work, MoveOnlyFunc
   run_blocking<ApiResponse>(loop_, std::move(work), [done = std::move(done)](Result<ApiResponse> r) mutable {
     done(r ? std::move(*r) : error_response(r.error()));
   });
+}
+
+void PolicyApi::remember_max_terminals(const std::string& policy_id, std::optional<std::uint32_t> limit) {
+  if (limit) {
+    max_terminals_[policy_id] = *limit;
+  } else {
+    max_terminals_.erase(policy_id);
+  }
 }
 
 void PolicyApi::audit(std::string_view action, const std::string& actor, const std::string& policy_id) {
@@ -114,12 +126,10 @@ Result<std::optional<Schedule>> PolicyApi::schedule_for(const std::string& polic
 bool PolicyApi::has(const std::string& policy_id) const { return store_->get(policy_id).has_value(); }
 std::size_t PolicyApi::count() const { return store_->list().size(); }
 
-std::optional<Policy> PolicyApi::policy(const std::string& policy_id) const {
-  auto stored = store_->get(policy_id);
-  if (!stored) return std::nullopt;
-  auto p = parse_policy(stored->data, Caps{});
-  if (!p) return std::nullopt;
-  return std::move(*p);
+std::optional<std::uint32_t> PolicyApi::max_terminals(const std::string& policy_id) const {
+  auto it = max_terminals_.find(policy_id);
+  if (it == max_terminals_.end()) return std::nullopt;
+  return it->second;
 }
 
 Result<TerminalSpec> PolicyApi::spec_for(const std::string& policy_id, const std::string& default_image) const {
@@ -162,8 +172,12 @@ void PolicyApi::handle(const std::string& method, const std::string& path, std::
           if (!stored) return std::move(stored).error();
           return ApiResponse{201, policy_json(*stored)};
         },
-        [this, alive = std::weak_ptr<bool>(alive_), pid, actor, done = std::move(done)](ApiResponse r) mutable {
-          if (alive.lock() && r.status == 201) audit("policy.create", actor, pid);
+        [this, alive = std::weak_ptr<bool>(alive_), pid, actor, limit = p->max_terminals,
+         done = std::move(done)](ApiResponse r) mutable {
+          if (alive.lock() && r.status == 201) {
+            remember_max_terminals(pid, limit);
+            audit("policy.create", actor, pid);
+          }
           done(std::move(r));
         });
   }
@@ -240,8 +254,12 @@ void PolicyApi::handle(const std::string& method, const std::string& path, std::
           if (!stored) return std::move(stored).error();
           return ApiResponse{200, policy_json(*stored)};
         },
-        [this, alive = std::weak_ptr<bool>(alive_), id, actor, done = std::move(done)](ApiResponse r) mutable {
-          if (alive.lock() && r.status == 200) audit("policy.put", actor, id);
+        [this, alive = std::weak_ptr<bool>(alive_), id, actor, limit = p->max_terminals,
+         done = std::move(done)](ApiResponse r) mutable {
+          if (alive.lock() && r.status == 200) {
+            remember_max_terminals(id, limit);
+            audit("policy.put", actor, id);
+          }
           done(std::move(r));
         });
   }
@@ -252,7 +270,10 @@ void PolicyApi::handle(const std::string& method, const std::string& path, std::
           return ApiResponse{200, R"({"ok":true})"};
         },
         [this, alive = std::weak_ptr<bool>(alive_), id, actor, done = std::move(done)](ApiResponse r) mutable {
-          if (alive.lock() && r.status == 200) audit("policy.delete", actor, id);
+          if (alive.lock() && r.status == 200) {
+            remember_max_terminals(id, std::nullopt);
+            audit("policy.delete", actor, id);
+          }
           done(std::move(r));
         });
   }

@@ -12,6 +12,8 @@
 // {"detail"} for caps, allow-lists and lifecycle keys. Writes go to the thread pool (the store
 // fsyncs); every change is recorded in the audit log. Responses also carry "revision" (ours).
 
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -47,8 +49,9 @@ class PolicyApi {
   Result<TerminalSpec> spec_for(const std::string& policy_id, const std::string& default_image) const;
   /// Whether a policy of this id is stored.
   bool has(const std::string& policy_id) const;
-  /// The stored policy, parsed (for max_terminals and the like). Empty when none.
-  std::optional<Policy> policy(const std::string& policy_id) const;
+  /// The policy's max_terminals, from memory (this is asked on the request path, so stored
+  /// policies are not re-read or re-parsed per request). Empty when none or no such policy.
+  std::optional<std::uint32_t> max_terminals(const std::string& policy_id) const;
   std::size_t count() const;
 
   /// The reset schedule of a policy's lifecycle configuration; empty when it has none.
@@ -61,11 +64,13 @@ class PolicyApi {
   void write(MoveOnlyFunction<Result<ApiResponse>()> work, MoveOnlyFunction<void(ApiResponse)> done);
   void later(MoveOnlyFunction<void(ApiResponse)> done, ApiResponse response);
   void audit(std::string_view action, const std::string& actor, const std::string& policy_id);
+  void remember_max_terminals(const std::string& policy_id, std::optional<std::uint32_t> limit);
 
   Loop& loop_;
   std::shared_ptr<PolicyStore> store_;
   std::shared_ptr<AuditLog> audit_;
   Caps caps_;
+  std::map<std::string, std::uint32_t> max_terminals_;  // policies that set one; kept with the store
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

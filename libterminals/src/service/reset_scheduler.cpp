@@ -2,6 +2,8 @@
 
 #include "service/reset_scheduler.hpp"
 
+#include <map>
+
 #include "service/policy_api.hpp"
 #include "terminals/log.hpp"
 #include "terminals/schedule.hpp"
@@ -40,11 +42,17 @@ void ResetScheduler::persist(LifecycleState state) {
 
 void ResetScheduler::sweep() {
   auto now = std::chrono::system_clock::now();
+  // Each policy's schedule once per sweep, not once per terminal: parsing it reads the zone's
+  // tzdata file.
+  std::map<std::string, Result<std::optional<Schedule>>> schedules;
   for (const auto& row : orchestrator_.list()) {
     const TerminalKey& key = row.key;
     std::string id = key.user_id + '\n' + key.policy_id + '\n' + key.context_id;
     if (in_flight_.count(id)) continue;
-    auto schedule = policies_.schedule_for(key.policy_id.empty() ? "default" : key.policy_id);
+    std::string policy = key.policy_id.empty() ? "default" : key.policy_id;
+    auto cached = schedules.find(policy);
+    if (cached == schedules.end()) cached = schedules.emplace(policy, policies_.schedule_for(policy)).first;
+    const auto& schedule = cached->second;
     if (!schedule) {
       log(LogLevel::Warning, "lifecycle", "policy '" + key.policy_id + "': " + schedule.error().message);
       continue;

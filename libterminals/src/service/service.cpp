@@ -420,8 +420,8 @@ class ServiceImpl final : public Service {
   // many terminals of the policy run. Only policies that set it pay for the count.
   std::optional<std::string> over_policy_limit(const TerminalKey& key) const {
     std::string policy = key.policy_id.empty() ? "default" : key.policy_id;
-    auto p = policies_->policy(policy);
-    if (!p || !p->max_terminals) return std::nullopt;
+    auto limit = policies_->max_terminals(policy);
+    if (!limit) return std::nullopt;
     std::size_t running = 0;
     for (const auto& row : orchestrator_->list()) {
       if ((row.key.policy_id.empty() ? "default" : row.key.policy_id) != policy) continue;
@@ -429,8 +429,8 @@ class ServiceImpl final : public Service {
       if (row.key.user_id == key.user_id && row.key.context_id == key.context_id) return std::nullopt;  // it has one
       ++running;
     }
-    if (running < *p->max_terminals) return std::nullopt;
-    return "Policy '" + policy + "' allows at most " + std::to_string(*p->max_terminals) +
+    if (running < *limit) return std::nullopt;
+    return "Policy '" + policy + "' allows at most " + std::to_string(*limit) +
            " running terminals and all are in use; try again later";
   }
 
