@@ -270,6 +270,32 @@ TEST_CASE("service: admin routes list stop and refresh terminals") {
   f.finish();
 }
 
+TEST_CASE("service: a terminal whose agent died is started again by the next request, not answered 502") {
+  // Within the orchestrator's status_ttl (2 s) the last confirmation would otherwise be trusted
+  // and requests sent to a dead socket.
+  ServiceFixture f;
+  REQUIRE(f.fetch("POST", "/files/write", R"({"path":"keep.txt","content":"kept"})").head.status == 200);
+  auto kill_agents = [&] {
+    std::system(("pkill -KILL -f -- '--home " + f.data.path() + "/data/homes' >/dev/null 2>&1").c_str());
+    test::run_for(*f.loop, 200ms);
+  };
+  kill_agents();
+  // A request with a body cannot be replayed (it went to the failed attempt): 503 saying so,
+  // and the terminal is started again meanwhile.
+  auto posted = f.fetch("POST", "/files/write", R"({"path":"b.txt","content":"x"})");
+  CHECK(posted.head.status == 503);
+  CHECK_MESSAGE(posted.body.find("send the request again") != std::string::npos, posted.body);
+  auto read = f.fetch("GET", "/files/read?path=keep.txt");
+  CHECK(read.head.status == 200);
+  CHECK(read.body.find("kept") != std::string::npos);
+  // Without a body the request itself goes to the new terminal.
+  kill_agents();
+  auto again = f.fetch("GET", "/files/read?path=keep.txt");
+  CHECK_MESSAGE(again.head.status == 200, again.body);
+  CHECK(again.body.find("kept") != std::string::npos);
+  f.finish();
+}
+
 TEST_CASE("service: Open WebUI unreachable is a 502 and provisions nothing") {
   ServiceFixture f([](Settings& s, Loop&) { s.open_webui_url = "http://127.0.0.1:1"; });
   auto down = f.fetch("GET", "/files/cwd", {}, std::string("token-erin"), std::nullopt);

@@ -36,6 +36,8 @@ namespace {
 
 // How often a refused connect is tried again while the terminal starts.
 constexpr std::chrono::milliseconds kRetryInterval{100};
+// How long a terminal found again after its agent was unreachable may take to accept.
+constexpr std::chrono::milliseconds kRetryAfterRecheck{3000};
 
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::array<std::string_view, 9> kNames = {
@@ -127,7 +129,8 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
         endpoint_(target.endpoint),
         head_(upstream_head(*ex_, target, options)),
         retry_for_(options.retry_connect_for),
-        activity_(std::move(options.on_activity)) {
+        activity_(std::move(options.on_activity)),
+        on_unreachable_(std::move(options.on_unreachable)) {
     const RequestHead& in = ex_->request();
     has_body_ = in.chunked || in.content_length.value_or(0) > 0;
     where_ = "the terminal's agent (" + endpoint_kind(endpoint_) + ")";
@@ -170,11 +173,12 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
     ex_->read_body(BodyHandlers{
         [self](std::string_view chunk) {
           self->touch();
-          if (self->done_) return;
+          // No upstream while on_unreachable is asked: the request will fail, the body is dropped.
+          if (self->done_ || !self->up_) return;
           if (!self->up_->write(chunk)) self->ex_->pause_body();  // resumed by the upstream's drain
         },
         [self](Status status) {
-          if (self->done_) return;
+          if (self->done_ || !self->up_) return;
           if (status) return self->up_->end();
           // The client's body broke off (gone, too large, malformed): the agent must not take
           // a partial body for a whole one.
@@ -225,9 +229,11 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
     if (is_refused_connect(error) && !has_body_ && retry_for_.count() > 0) {
       const std::uint64_t now = shared_->loop.now_ms();
       if (now < retry_deadline_) return schedule_retry(retry_deadline_ - now);
+      if (on_unreachable_) return ask_again();
       return fail(503, where_ + " did not accept connections within " +
                            std::to_string(retry_for_.count()) + " ms; the terminal may still be starting");
     }
+    if (is_refused_connect(error) && on_unreachable_) return ask_again();
     log(LogLevel::Warning, "proxy", "request to " + where_ + " failed: " + error.message);
     switch (error.code) {
       case Errc::Timeout: return fail(504, "Timed out connecting to or waiting for " + where_);
@@ -237,6 +243,31 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
     }
     if (is_refused_connect(error)) return fail(502, "Connection refused by " + where_);
     return fail(502, "Connection to " + where_ + " failed");
+  }
+
+  // Nobody listens where the terminal was: ask the caller, once, where it is now.
+  void ask_again() {
+    auto ask = std::move(on_unreachable_);
+    on_unreachable_ = nullptr;
+    shared_->loop.defer([old = std::move(up_)] {});
+    ask([self = shared_from_this()](Result<ProxyTarget> target) {
+      if (self->done_) return;
+      if (!target) {
+        const Error& e = target.error();
+        int status = e.native >= 400 && e.native <= 599 ? e.native : 503;
+        return self->fail(status, e.message);
+      }
+      if (self->has_body_) {
+        return self->fail(503, self->where_ + " was not reachable and the terminal was checked or "
+                                              "started again; send the request again");
+      }
+      self->endpoint_ = target->endpoint;
+      self->head_.headers.set("Authorization", "Bearer " + target->api_key);
+      self->where_ = "the terminal's agent (" + endpoint_kind(self->endpoint_) + ")";
+      self->retry_for_ = kRetryAfterRecheck;
+      self->retry_deadline_ = self->shared_->loop.now_ms() + static_cast<std::uint64_t>(kRetryAfterRecheck.count());
+      self->attempt();
+    });
   }
 
   void schedule_retry(std::uint64_t remaining_ms) {
@@ -307,6 +338,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
   RequestHead head_;
   std::chrono::milliseconds retry_for_;
   ActivityLimiter activity_;
+  MoveOnlyFunction<void(MoveOnlyFunction<void(Result<ProxyTarget>)>)> on_unreachable_;
   std::string where_;
   bool has_body_ = false;
   ClientExchangePtr up_;

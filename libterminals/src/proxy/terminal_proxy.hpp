@@ -10,7 +10,8 @@
 // (X-User-Id, X-Terminal-Context-Id) and the browser's cookies never reach the sandbox;
 // X-Forwarded-For/-Proto/-Host/-Prefix are added. Failures answer {"detail": "..."}:
 //   502  the agent refused or reset the connection, or spoke broken HTTP
-//   503  the terminal is starting and its agent did not accept within `retry_connect_for`
+//   503  the terminal is starting and its agent did not accept within `retry_connect_for`,
+//        or `on_unreachable` could not find it a new one (its reason given)
 //   504  connect timeout, or no byte either way for `idle_timeout`
 // A client that leaves cancels the upstream exchange. Nothing is replayed after the agent may
 // have seen it: a connect that was refused never reached the agent, so only such attempts are
@@ -68,6 +69,13 @@ struct ForwardOptions {
   std::chrono::milliseconds retry_connect_for{0};
   /// Called on traffic, at most about once a second (keeps the terminal from idling out).
   MoveOnlyFunction<void()> on_activity;
+  /// The agent could not be reached at all (connect refused or its socket gone, after
+  /// `retry_connect_for`): its sandbox or container may have died, or its engine may be down.
+  /// Asked once, for a fresh target. A target: a request without a body is sent there (with
+  /// `retry_connect_for` of 3 s, as the terminal may be new); one with a body gets 503 asking
+  /// for a retry, since its body already went to the failed attempt. An error: answered with
+  /// `Error::native` as the HTTP status (503 if not 4xx/5xx) and its message.
+  MoveOnlyFunction<void(MoveOnlyFunction<void(Result<ProxyTarget>)> done)> on_unreachable;
 };
 
 class TerminalProxy {
@@ -79,6 +87,10 @@ class TerminalProxy {
     std::chrono::milliseconds retry_connect_for{0};
     /// Called on traffic, at most about once a second.
     MoveOnlyFunction<void()> on_activity;
+    /// The agent refused the connection or its socket is gone: the caller may want to re-check
+    /// the terminal (the client is closed 1014; its PTY session died with the agent anyway,
+    /// so the tunnel is not re-pointed).
+    MoveOnlyFunction<void()> on_unreachable;
     /// Once the tunnel to the agent is up; `on_close` then runs once when it ends.
     MoveOnlyFunction<void()> on_open;
     MoveOnlyFunction<void()> on_close;

@@ -129,6 +129,7 @@ class WsTunnel : public std::enable_shared_from_this<WsTunnel> {
         activity_(std::move(options.on_activity)),
         on_open_(std::move(options.on_open)),
         on_close_(std::move(options.on_close)),
+        on_unreachable_(std::move(options.on_unreachable)),
         check_(std::move(options.check_client_token)),
         resolve_(std::move(options.resolve_target)),
         reader_(kMaxAuthMessage, /*require_mask=*/true) {}
@@ -288,6 +289,11 @@ class WsTunnel : public std::enable_shared_from_this<WsTunnel> {
       }
       log(LogLevel::Warning, "proxy",
           "terminal socket: connecting to the agent (" + endpoint_kind(endpoint_) + ") failed: " + e.message);
+      if (is_refused_connect(e) && on_unreachable_) {
+        auto notify = std::move(on_unreachable_);
+        on_unreachable_ = nullptr;
+        notify();
+      }
       return close_client(kWsCloseBadGateway, e.code == Errc::Timeout ? "Terminal connect timed out"
                                                                       : "Terminal unreachable");
     }
@@ -491,6 +497,7 @@ class WsTunnel : public std::enable_shared_from_this<WsTunnel> {
   ActivityLimiter activity_;
   MoveOnlyFunction<void()> on_open_;
   MoveOnlyFunction<void()> on_close_;
+  MoveOnlyFunction<void()> on_unreachable_;
   MoveOnlyFunction<void(std::string, MoveOnlyFunction<void(bool)>)> check_;
   MoveOnlyFunction<void(std::string, MoveOnlyFunction<void(Result<ProxyTarget>)>)> resolve_;
   WsMessageReader reader_;

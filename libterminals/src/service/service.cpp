@@ -407,13 +407,19 @@ class ServiceImpl final : public Service {
         if (auto retry = retry_after_seconds(e)) {
           return send_detail(*ex, 429, e.message, Headers{{"Retry-After", std::to_string(*retry)}});
         }
-        int status = e.code == Errc::NotFound ? 404 : e.code == Errc::InvalidArgument ? 400
-                     : e.code == Errc::PolicyDenied ? 403 : e.code == Errc::Timeout ? 504 : 503;
-        return send_detail(*ex, status, e.code == Errc::NotFound ? e.message
-                                                                 : "Terminal unavailable: " + e.message);
+        return send_detail(*ex, acquire_status(e), acquire_message(e));
       }
       next(std::move(info).value());
     });
+  }
+
+  static int acquire_status(const Error& e) {
+    if (retry_after_seconds(e)) return 429;
+    return e.code == Errc::NotFound ? 404 : e.code == Errc::InvalidArgument ? 400
+           : e.code == Errc::PolicyDenied ? 403 : e.code == Errc::Timeout ? 504 : 503;
+  }
+  static std::string acquire_message(const Error& e) {
+    return e.code == Errc::NotFound ? e.message : "Terminal unavailable: " + e.message;
   }
 
   // A policy's max_terminals: a user whose terminal is not running yet is refused while that
@@ -455,6 +461,22 @@ class ServiceImpl final : public Service {
         std::weak_ptr<bool> alive = alive_;
         fo.on_activity = [this, alive, key]() {
           if (alive.lock() && *alive.lock()) orchestrator_->touch(key);
+        };
+        // Nobody listens where the terminal was: it died with its sandbox or container, or its
+        // engine went away. Ask the backend again rather than answer 502 until status_ttl
+        // runs out: a dead terminal is started again, a down engine is named in the 503.
+        fo.on_unreachable = [this, alive, key](MoveOnlyFunction<void(Result<ProxyTarget>)> done) mutable {
+          if (!alive.lock() || !*alive.lock()) {
+            return loop_.defer([done = std::move(done)]() mutable {
+              done(Error(Errc::Cancelled, "The service is shutting down", ErrorSource::Http, 503));
+            });
+          }
+          orchestrator_->invalidate(key);
+          orchestrator_->acquire(key, [done = std::move(done)](Result<TerminalInfo> again) mutable {
+            if (again) return done(ProxyTarget{again->endpoint, again->api_key});
+            const Error& e = again.error();
+            done(Error(e.code, acquire_message(e), ErrorSource::Http, acquire_status(e)));
+          });
         };
         proxy_->forward(ex, ProxyTarget{info.endpoint, info.api_key}, std::move(fo));
       });
@@ -509,6 +531,10 @@ class ServiceImpl final : public Service {
     };
     wo.on_activity = [this, alive, key]() {
       if (alive.lock() && *alive.lock() && !key->user_id.empty()) orchestrator_->touch(*key);
+    };
+    // A dead agent: the client's reconnect re-checks the terminal instead of trusting status_ttl.
+    wo.on_unreachable = [this, alive, key]() {
+      if (alive.lock() && *alive.lock() && !key->user_id.empty()) orchestrator_->invalidate(*key);
     };
     wo.on_open = [this, alive, key]() {
       if (alive.lock() && *alive.lock()) {
