@@ -17,10 +17,7 @@ extra_cleanup=:   # a test's own cleanup (a mount), run before the directory is 
 our_pids() {
   {
     pgrep -f -- "$tmp/" 2>/dev/null
-    local p
-    for p in /proc/[0-9]*; do
-      [[ $(readlink "$p/cwd" 2>/dev/null) == "$tmp"/* ]] && echo "${p#/proc/}"
-    done
+    find /proc -mindepth 2 -maxdepth 2 -name cwd -lname "$tmp/*" -printf '%h\n' 2>/dev/null | sed 's|^/proc/||'
   } | grep -vx "$$" | sort -u
 }
 

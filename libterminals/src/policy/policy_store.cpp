@@ -56,6 +56,13 @@ Result<std::string> normalise_object(std::string_view what, std::string_view dat
 
 std::string quoted(std::string_view id) { return "'" + std::string(id) + "'"; }
 
+// A failed write says what was not saved before the OS's reason ("No space left on device"), so
+// an admin reading the API's 500 knows the store is unchanged.
+Error not_saved(const std::string& what, Error e) {
+  e.message = what + " was not saved: " + e.message;
+  return e;
+}
+
 // Timestamps are kept at the precision the files store, so memory and disk never disagree.
 TimePoint now_us() {
   return std::chrono::floor<std::chrono::microseconds>(std::chrono::system_clock::now());
@@ -243,7 +250,9 @@ class FilePolicyStore final : public PolicyStore {
     }
     std::string file =
         detail::JsonWriter().object().field("policy_id", policy_id).key("data").raw(*norm).end_object().take();
-    if (auto st = detail::write_durable_file(path, file); !st) return st;
+    if (auto st = detail::write_durable_file(path, file); !st) {
+      return not_saved("The lifecycle of policy " + quoted(policy_id), st.error());
+    }
     std::unique_lock lock(mu_);
     lifecycles_.insert_or_assign(std::string(policy_id), std::move(norm).value());
     return {};
@@ -337,7 +346,9 @@ class FilePolicyStore final : public PolicyStore {
                            .raw(p.data)
                            .end_object()
                            .take();
-    if (auto st = detail::write_durable_file(item_path(kPolicies, id), file); !st) return st.error();
+    if (auto st = detail::write_durable_file(item_path(kPolicies, id), file); !st) {
+      return not_saved("Policy " + quoted(id), st.error());
+    }
     std::unique_lock lock(mu_);
     policies_.insert_or_assign(p.id, p);
     return p;
