@@ -190,6 +190,34 @@ void cross_tenant(const std::string& isolation) {
       }
     }
   }
+  if (isolation == "sandbox") {
+    // Network namespaces: a server alice runs on her loopback is hers alone, also through the
+    // agents' /proxy/{port} route.
+    const std::string port = std::to_string(20000 + ::getpid() % 20000);
+    const bool busybox = ::access("/usr/bin/busybox", X_OK) == 0;
+    const bool python = ::access("/usr/bin/python3", X_OK) == 0;
+    if (!busybox && !python) {
+      MESSAGE("SKIPPED (loopback part): neither busybox nor python3 to serve a file");
+    } else {
+      std::string server = busybox ? "busybox httpd -f -p 127.0.0.1:" + port + " -h ."
+                                   : "python3 -m http.server --bind 127.0.0.1 " + port;
+      REQUIRE(alice("POST", "/execute", R"({"command":")" + server + R"("})").head.status == 200);
+      bool up = false;
+      for (int i = 0; i < 100 && !up; ++i) {
+        up = contains(alice("GET", "/proxy/" + port + "/secret.txt").body, secret);
+        if (!up) test::run_for(*f.loop, 100ms);
+      }
+      REQUIRE_MESSAGE(up, "alice's loopback server never answered her own /proxy/" << port);
+      auto via_proxy = bob("GET", "/proxy/" + port + "/secret.txt");
+      CHECK(via_proxy.head.status != 200);
+      CHECK(!contains(via_proxy.body, secret));
+      if (busybox) {
+        auto fetched = bob("POST", "/execute?wait=5",
+                           R"({"command":"busybox wget -T 2 -qO- http://127.0.0.1:)" + port + R"(/secret.txt"})");
+        CHECK(!contains(fetched.body, secret));
+      }
+    }
+  }
   // Moving it away or deleting it does not work either: alice's file is intact.
   bob("POST", "/files/move", R"({"source":")" + host_home + R"(/secret.txt","destination":"mine.txt"})");
   bob("DELETE", "/files/delete?path=" + host_home + "/secret.txt");
