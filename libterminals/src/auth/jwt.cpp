@@ -39,7 +39,13 @@ Result<std::optional<std::int64_t>> numeric_date(const rapidjson::Value& payload
   auto it = payload.FindMember(name);
   if (it == payload.MemberEnd()) return std::optional<std::int64_t>{};
   if (!it->value.IsNumber()) return invalid(std::string(name) + " is not a number");
-  if (it->value.IsInt64()) return std::optional<std::int64_t>(it->value.GetInt64());
+  // Integers get the same range as doubles: exp + leeway must not overflow.
+  constexpr std::int64_t kMaxDate = 9'000'000'000'000'000;
+  if (it->value.IsInt64()) {
+    const std::int64_t v = it->value.GetInt64();
+    if (v > kMaxDate || v < -kMaxDate) return invalid(std::string(name) + " is out of range");
+    return std::optional<std::int64_t>(v);
+  }
   double d = it->value.GetDouble();
   if (!std::isfinite(d) || d > 9.0e15 || d < -9.0e15) return invalid(std::string(name) + " is out of range");
   return std::optional<std::int64_t>(static_cast<std::int64_t>(std::floor(d)));

@@ -12,6 +12,7 @@
 #include <sys/random.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace terminals::detail {
@@ -100,23 +101,40 @@ std::string base64url_encode(std::string_view data) {
 }
 
 Result<std::string> base64url_decode(std::string_view data) {
-  std::string s(data);
-  for (char& c : s) {
-    if (c == '-') c = '+';
-    else if (c == '_') c = '/';
-    else if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '/' || c == '=')) {
-      return Error(Errc::InvalidArgument, "invalid base64url character");
+  // Strict (RFC 4648 section 3.5): one spelling per byte string. The unused low bits of the last
+  // character must be zero and '=' may only pad the end, else two tokens that differ in their
+  // text would decode (and verify) alike; a length of 4n+1 is never valid.
+  if (data.size() % 4 == 0 && data.ends_with("==")) {
+    data.remove_suffix(2);  // "xx==": any other '=' left is refused below
+  } else if (data.size() % 4 == 0 && data.ends_with('=')) {
+    data.remove_suffix(1);  // "xxx="
+  }
+  if (data.size() % 4 == 1) return Error(Errc::InvalidArgument, "invalid base64url length");
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-' || c == '+') return 62;
+    if (c == '_' || c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  out.reserve(data.size() / 4 * 3 + 2);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : data) {
+    const int v = value(c);
+    if (v < 0) return Error(Errc::InvalidArgument, "invalid base64url character");
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
     }
   }
-  while (s.size() % 4) s.push_back('=');
-  std::string out(s.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
-  if (n < 0) return Error(Errc::InvalidArgument, "invalid base64url data");
-  // EVP_DecodeBlock counts padding bytes as zeros; drop them.
-  std::size_t pad = 0;
-  for (auto it = s.rbegin(); it != s.rend() && *it == '='; ++it) ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
+  if (bits > 0 && (acc & ((1u << bits) - 1)) != 0) {
+    return Error(Errc::InvalidArgument, "invalid base64url data (non-zero trailing bits)");
+  }
   return out;
 }
 

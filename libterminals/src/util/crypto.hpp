@@ -25,7 +25,8 @@ std::string hmac_sha256_raw(std::string_view key, std::string_view data);
 
 std::string base64_encode(std::string_view data);
 std::string base64url_encode(std::string_view data);  // no padding
-/// Decodes base64url (padding optional); InvalidArgument on bad input.
+/// Decodes base64url (padding optional; also accepts + and /). Strict: one spelling per result
+/// (no stray '=', zero trailing bits), InvalidArgument otherwise.
 Result<std::string> base64url_decode(std::string_view data);
 
 }  // namespace terminals::detail
