@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <set>
 
@@ -36,7 +37,8 @@ std::string kind_of(const Json& v) {
 // A quantity may be written as a JSON string or, leniently, as a plain number (2, 0.5).
 Result<std::string> quantity_text(std::string_view field, const Json& v) {
   if (v.IsString()) return std::string(v.GetString(), v.GetStringLength());
-  if (v.IsNumber() && !v.IsDouble()) return std::to_string(v.GetInt64());
+  if (v.IsUint64()) return std::to_string(v.GetUint64());  // GetInt64 asserts above 2^63
+  if (v.IsInt64()) return std::to_string(v.GetInt64());
   if (v.IsDouble()) {
     std::string s = detail::to_json(v);
     return s;
@@ -55,8 +57,11 @@ Result<std::int64_t> integer(std::string_view field, const Json& v, std::int64_t
     long long parsed = std::strtoll(s.c_str(), &end, 10);
     if (s.empty() || *end != '\0' || errno != 0) return invalid(field, "'" + s + "' is not a whole number");
     n = parsed;
-  } else if (v.IsDouble() && v.GetDouble() == static_cast<double>(static_cast<std::int64_t>(v.GetDouble()))) {
+  } else if (v.IsDouble() && std::abs(v.GetDouble()) < 9.0e18 &&  // the cast is undefined beyond
+             v.GetDouble() == static_cast<double>(static_cast<std::int64_t>(v.GetDouble()))) {
     n = static_cast<std::int64_t>(v.GetDouble());
+  } else if (v.IsUint64() || (v.IsDouble() && std::trunc(v.GetDouble()) == v.GetDouble())) {
+    return invalid(field, detail::to_json(v) + " is out of range " + std::to_string(lo) + "-" + std::to_string(hi));
   } else {
     return invalid(field, "must be a whole number, not " + kind_of(v));
   }
