@@ -93,6 +93,12 @@ struct HttpParser::Impl {
       protocol_error = "both Content-Length and Transfer-Encoding";
       return -1;
     }
+    // llhttp also takes HTTP/0.9 request lines (no version) and other majors; our heads are
+    // HTTP/1.x only (they keep just the minor), so anything else is refused.
+    if (parser.http_major != 1) {
+      protocol_error = "unsupported HTTP version";
+      return -1;
+    }
     if (kind == Kind::Request) {
       RequestHead h;
       h.method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
@@ -108,6 +114,10 @@ struct HttpParser::Impl {
       return 0;
     }
     const int status = parser.status_code;
+    if (status < 100) {  // llhttp reads any three digits ("010")
+      protocol_error = "status code below 100";
+      return -1;
+    }
     if (status >= 100 && status < 200 && status != 101) {
       // Interim responses (100 Continue, 103 Early Hints) are not shown to the listener.
       interim = true;
