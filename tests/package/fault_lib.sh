@@ -32,6 +32,7 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM HUP   # so that a timeout's kill still cleans up
 
 fail() {
   say "FAIL: $*"

@@ -14,10 +14,17 @@ new_users=(eve fay)           # first requests race the kill
 start_serve
 
 declare -A pid_before inst_before
+jobs_=()
+for u in "${old_users[@]}"; do  # provisioned in parallel
+  req "$u" POST '/execute?wait=5' '{"command":"echo hello-'"$u"' > mark.txt; cat mark.txt"}' >"$tmp/first-$u" &
+  jobs_+=($!)
+done
+wait "${jobs_[@]}"
+listing=$(admin GET /api/v1/terminals)
 for u in "${old_users[@]}"; do
-  out=$(req "$u" POST '/execute?wait=5' '{"command":"echo hello-'"$u"' > mark.txt; cat mark.txt"}')
+  out=$(cat "$tmp/first-$u")
   [[ $out == 200* && $out == *hello-$u* ]] || fail "first request of $u: $out"
-  inst_before[$u]=$(instance_of "$u")
+  inst_before[$u]=$(instance_of "$u" "$listing")
   pid_before[$u]=$(agent_pids "${inst_before[$u]}")
   [[ -n ${pid_before[$u]} && ${pid_before[$u]} != *" "* ]] || fail "$u: expected one agent, got '${pid_before[$u]}'"
 done
@@ -90,22 +97,30 @@ last=$(tail -1 <<<"$acked")
 out=$(admin GET "/api/v1/policies/$last")
 [[ $out == 200* && $out == *'"cpu_limit":"100m"'* && $out == *'"SEQ":"'"${last##*-}"'"'* ]] || fail "GET $last: $out"
 
-# The old terminals were adopted: same agent, same key (requests work without re-provisioning).
-for u in "${old_users[@]}"; do
-  out=$(req "$u" GET '/files/read?path=mark.txt')
-  [[ $out == 200* && $out == *hello-$u* ]] || fail "$u after the restart: $out"
-  [[ $(instance_of "$u") == "${inst_before[$u]}" ]] || fail "$u: terminal ${inst_before[$u]} became '$(instance_of "$u")'"
-  [[ $(agent_pids "${inst_before[$u]}") == "${pid_before[$u]}" ]] ||
-    fail "$u: agent pid ${pid_before[$u]} became '$(agent_pids "${inst_before[$u]}")' (re-provisioned instead of adopted)"
-done
-# The users whose first request raced the kill get a terminal now.
+# The old terminals were adopted: same agent, same key (requests work without re-provisioning);
+# the users whose first request raced the kill get a terminal now. All users at once.
+jobs_=()
+for u in "${old_users[@]}"; do req "$u" GET '/files/read?path=mark.txt' >"$tmp/after-$u" & jobs_+=($!); done
 for u in "${new_users[@]}"; do
-  out=$(req "$u" POST '/execute?wait=5' '{"command":"echo after-'"$u"'"}')
+  req "$u" POST '/execute?wait=5' '{"command":"echo after-'"$u"'"}' >"$tmp/after-$u" &
+  jobs_+=($!)
+done
+wait "${jobs_[@]}"
+listing=$(admin GET /api/v1/terminals)
+for u in "${old_users[@]}"; do
+  out=$(cat "$tmp/after-$u")
+  [[ $out == 200* && $out == *hello-$u* ]] || fail "$u after the restart: $out"
+  inst=$(instance_of "$u" "$listing")
+  [[ $inst == "${inst_before[$u]}" ]] || fail "$u: terminal ${inst_before[$u]} became '$inst'"
+  [[ $(agent_pids "$inst") == "${pid_before[$u]}" ]] ||
+    fail "$u: agent pid ${pid_before[$u]} became '$(agent_pids "$inst")' (re-provisioned instead of adopted)"
+done
+for u in "${new_users[@]}"; do
+  out=$(cat "$tmp/after-$u")
   [[ $out == 200* && $out == *after-$u* ]] || fail "$u after the restart: $out"
 done
 # No duplicates: one record and one agent per user, nothing else.
 all=("${old_users[@]}" "${new_users[@]}")
-listing=$(admin GET /api/v1/terminals)
 for u in "${all[@]}"; do
   inst=$(instance_of "$u" "$listing")
   [[ -n $inst && $inst != *" "* ]] || fail "$u: expected one terminal record, got '$inst'"
