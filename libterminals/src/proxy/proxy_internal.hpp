@@ -16,6 +16,31 @@
 namespace terminals::detail {
 
 class WsTunnel;
+struct ProxyShared;
+
+/// An exchange whose idleness one shared sweep checks: a timer per request (created, re-armed on
+/// every chunk, closed) cost more than the sweep, which walks an intrusive list (no allocation
+/// per request) every quarter of the idle timeout, at most once a second. So an idle exchange
+/// is noticed between 1 and 1.25 idle timeouts after its last byte.
+class IdleWatch {
+ public:
+  virtual ~IdleWatch() = default;
+
+ protected:
+  /// Starts watching (the clock starts now); `unwatch` before destruction.
+  void watch(ProxyShared& shared);
+  void unwatch();
+  void mark_active(std::uint64_t now_ms) { last_active_ms_ = now_ms; }
+  /// Called from the sweep once idle for the timeout; the watch is already removed.
+  virtual void on_idle_timeout() = 0;
+
+ private:
+  friend struct ProxyShared;
+  ProxyShared* shared_ = nullptr;
+  IdleWatch* prev_ = nullptr;
+  IdleWatch* next_ = nullptr;
+  std::uint64_t last_active_ms_ = 0;
+};
 
 /// Owned by the TerminalProxy; exchanges in flight keep it alive past the proxy (then `client`
 /// is null and `closed` set), tunnels are closed with the proxy.
@@ -26,6 +51,13 @@ struct ProxyShared {
   std::unique_ptr<HttpClient> client;
   std::map<WsTunnel*, std::shared_ptr<WsTunnel>> tunnels;
   bool closed = false;
+
+  // The idle sweep (see IdleWatch). The timer runs only while something is watched.
+  IdleWatch* watched = nullptr;
+  std::unique_ptr<Timer> sweep_timer;
+  void add_watch(IdleWatch* w);
+  void remove_watch(IdleWatch* w);
+  void sweep();
 };
 
 /// Starts a WebSocket tunnel (terminal_ws_proxy.cpp).

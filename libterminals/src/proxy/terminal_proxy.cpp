@@ -25,6 +25,59 @@ std::string endpoint_kind(const Endpoint& endpoint) {
   return endpoint.kind == Endpoint::Kind::Unix ? "unix socket" : "tcp";
 }
 
+void IdleWatch::watch(ProxyShared& shared) {
+  if (shared_) return;
+  shared_ = &shared;
+  last_active_ms_ = shared.loop.now_ms();
+  shared.add_watch(this);
+}
+
+void IdleWatch::unwatch() {
+  if (!shared_) return;
+  shared_->remove_watch(this);
+  shared_ = nullptr;
+}
+
+namespace {
+std::chrono::milliseconds sweep_interval(std::chrono::milliseconds idle) {
+  return std::clamp(idle / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+}
+}  // namespace
+
+void ProxyShared::add_watch(IdleWatch* w) {
+  w->prev_ = nullptr;
+  w->next_ = watched;
+  if (watched) watched->prev_ = w;
+  watched = w;
+  if (!sweep_timer) sweep_timer = loop.create_timer([this] { sweep(); });
+  if (!sweep_timer->active()) sweep_timer->start(sweep_interval(options.idle_timeout));
+}
+
+void ProxyShared::remove_watch(IdleWatch* w) {
+  if (w->prev_) w->prev_->next_ = w->next_;
+  else watched = w->next_;
+  if (w->next_) w->next_->prev_ = w->prev_;
+  w->prev_ = w->next_ = nullptr;
+  if (!watched && sweep_timer) sweep_timer->stop();  // nothing to watch: let the loop idle
+}
+
+void ProxyShared::sweep() {
+  const auto limit = static_cast<std::uint64_t>(options.idle_timeout.count());
+  // One at a time, from the head each time: a callback may end (and so unlink or free) other
+  // exchanges, and the list only ever holds live ones (they unwatch when destroyed). Expiries
+  // are rare, so the rescans cost nothing in practice.
+  for (;;) {
+    const std::uint64_t now = loop.now_ms();
+    IdleWatch* w = watched;
+    while (w && now - w->last_active_ms_ < limit) w = w->next_;
+    if (!w) break;
+    remove_watch(w);
+    w->shared_ = nullptr;
+    w->on_idle_timeout();
+  }
+  if (watched && sweep_timer && !sweep_timer->active()) sweep_timer->start(sweep_interval(options.idle_timeout));
+}
+
 bool is_refused_connect(const Error& error) {
   if (error.source != ErrorSource::Uv) return false;
   // EAGAIN: a unix listener whose backlog is full, as a busy agent that is still starting has.
@@ -120,7 +173,7 @@ RequestHead upstream_head(const ServerExchange& ex, const ProxyTarget& target,
 
 // One forwarded request. Strong references: the upstream's head callback and the two bodies'
 // handlers; the handlers that may outlive the exchange (abort, drains, timers) hold weak ones.
-class HttpForward : public std::enable_shared_from_this<HttpForward> {
+class HttpForward : public std::enable_shared_from_this<HttpForward>, private IdleWatch {
  public:
   HttpForward(std::shared_ptr<ProxyShared> shared, ServerExchangePtr ex, const ProxyTarget& target,
               ForwardOptions options)
@@ -136,12 +189,11 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
     where_ = "the terminal's agent (" + endpoint_kind(endpoint_) + ")";
   }
 
+  ~HttpForward() override { unwatch(); }
+
   void start() {
     std::weak_ptr<HttpForward> weak = weak_from_this();
-    idle_timer_ = shared_->loop.create_timer([weak] {
-      if (auto self = weak.lock()) self->on_idle();
-    });
-    idle_timer_->start(shared_->options.idle_timeout);
+    watch(*shared_);
     retry_deadline_ = shared_->loop.now_ms() + static_cast<std::uint64_t>(retry_for_.count());
     // A client that leaves mid-way cancels the upstream exchange (and closes its connection).
     ex_->on_abort([weak] {
@@ -288,7 +340,8 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
     retry_timer_->start(std::min(kRetryInterval, std::chrono::milliseconds(remaining_ms)));
   }
 
-  void on_idle() {
+  void on_idle_timeout() override {
+    auto self = shared_from_this();  // cancelling the upstream may drop the other references
     if (done_) return;
     if (up_) up_->cancel();
     if (!head_sent_) {
@@ -308,7 +361,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
 
   void touch() {
     if (done_) return;
-    idle_timer_->start(shared_->options.idle_timeout);
+    mark_active(shared_->loop.now_ms());
     activity_.ping(shared_->loop);
   }
 
@@ -325,7 +378,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
   void finish() {
     if (done_) return;
     done_ = true;
-    idle_timer_->stop();
+    unwatch();
     if (retry_timer_) retry_timer_->stop();
     if (waiting_) shared_->loop.defer([held = std::move(waiting_)] {});
     // We may be inside the upstream exchange's callback: it goes in the next iteration.
@@ -342,7 +395,6 @@ class HttpForward : public std::enable_shared_from_this<HttpForward> {
   std::string where_;
   bool has_body_ = false;
   ClientExchangePtr up_;
-  std::unique_ptr<Timer> idle_timer_;
   std::unique_ptr<Timer> retry_timer_;
   std::shared_ptr<HttpForward> waiting_;
   std::uint64_t retry_deadline_ = 0;
