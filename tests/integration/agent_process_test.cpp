@@ -212,7 +212,7 @@ TEST_CASE("agent process: env overrides apply and the agent's secrets never reac
   f.close();
 }
 
-TEST_CASE("agent process: output pages by absolute offset; tail keeps next_offset at the total") {
+TEST_CASE("agent process: output pages by absolute offset / tail keeps next_offset at the total") {
   Fixture f;
   auto p = f.run("for i in 1 2 3 4 5; do echo line$i; sleep 0.1; done");
   auto all = f.pm->read_output(p.id, 0).value();
@@ -351,7 +351,7 @@ TEST_CASE("agent process: kill ends the whole process tree and the process stays
   f.close();
 }
 
-TEST_CASE("agent process: kill escalates to SIGKILL; force kills at once") {
+TEST_CASE("agent process: kill escalates to SIGKILL / force kills at once") {
   ProcessManagerOptions options;
   options.kill_grace = 300ms;
   Fixture f(options);

@@ -827,7 +827,7 @@ TEST_CASE("docker backend: stop keeps the home, remove with data removes contain
   CHECK(std::filesystem::exists(f.home_of(user) + "/two"));
 }
 
-TEST_CASE("docker backend: policy and context get their own container, home and labels; the key cannot be overridden") {
+TEST_CASE("docker backend: policy and context get their own container, home and labels / the key cannot be overridden") {
   DockerFixture f;
   REQUIRE_DOCKER(f);
   std::string user = f.new_user();
@@ -914,7 +914,7 @@ TEST_CASE("docker backend: a read-only root leaves the home and a tmpfs /tmp wri
   CHECK_MESSAGE(out.find(" 8192 ") != std::string::npos, out);
 }
 
-TEST_CASE("docker backend: an agent that never answers times out, one that crashes fails with its log; neither is left behind") {
+TEST_CASE("docker backend: an agent that never answers times out, one that crashes fails with its log / neither is left behind") {
   DockerFixture f;
   REQUIRE_DOCKER(f);
   auto o = f.options();

@@ -971,7 +971,7 @@ TEST_CASE("server: requests split at random points / or fed a byte at a time / p
   f.finish();
 }
 
-TEST_CASE("server: a handler may start reading the body later; bytes wait for it") {
+TEST_CASE("server: a handler may start reading the body later / bytes wait for it") {
   ServerFixture f;
   ServerExchangePtr held;
   std::string got;
@@ -1093,7 +1093,7 @@ TEST_CASE("server: a client that resets during a large response aborts the excha
   f.finish();
 }
 
-TEST_CASE("server: a head written alone goes out on its own; large bodies and chunks are not copied") {
+TEST_CASE("server: a head written alone goes out on its own / large bodies and chunks are not copied") {
   ServerFixture f;
   ServerExchangePtr held;
   std::unique_ptr<Timer> later;

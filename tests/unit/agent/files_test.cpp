@@ -1155,7 +1155,7 @@ TEST_CASE("files: CRC-32 matches the standard check value") {
   CHECK(split == reference_crc(data));
 }
 
-TEST_CASE("files: archive a tree with binary files; readable by our reader and unzip") {
+TEST_CASE("files: archive a tree with binary files / readable by our reader and unzip") {
   test::TempDir dir;
   test::TempDir tmp;
   auto ctx = context_for(dir, dir.file("elsewhere"));

@@ -102,7 +102,7 @@ TEST_CASE("policy store: create, get, list in creation order, remove") {
   CHECK(ids(store->list()).back() == "alpha");
 }
 
-TEST_CASE("policy store: put replaces with a new revision; expected_revision guards lost updates") {
+TEST_CASE("policy store: put replaces with a new revision / expected_revision guards lost updates") {
   test::TempDir tmp;
   auto store = open_store(tmp.path());
 
@@ -293,7 +293,7 @@ TEST_CASE("policy store: a reopened store sees everything, timestamps to the mic
   CHECK(created[19] == '.');
 }
 
-TEST_CASE("policy store: a corrupt file fails the open with its path; stray temporary files go") {
+TEST_CASE("policy store: a corrupt file fails the open with its path / stray temporary files go") {
   test::TempDir tmp;
   std::string dir = tmp.path();
   { REQUIRE(open_store(dir)->create("good", R"({"a":1})")); }

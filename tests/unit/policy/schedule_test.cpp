@@ -80,7 +80,7 @@ using V = std::vector<std::string>;
 
 TEST_SUITE("unit") {
 
-TEST_CASE("schedule: time zones load by IANA name; UTC needs no file") {
+TEST_CASE("schedule: time zones load by IANA name / UTC needs no file") {
   for (const char* name : {"UTC", "Etc/UTC"}) {
     auto tz = TimeZone::load(name);
     REQUIRE(tz.has_value());
