@@ -99,6 +99,12 @@ struct HttpParser::Impl {
       protocol_error = "unsupported HTTP version";
       return -1;
     }
+    if (kind == Kind::Request && (parser.flags & F_TRANSFER_ENCODING) && !chunked) {
+      // llhttp refuses this too, but only after this callback, when the handler already has a
+      // request it takes for body-less (RFC 9112 6.3: chunked must be the final coding).
+      protocol_error = "Transfer-Encoding without chunked as the final coding";
+      return -1;
+    }
     if (kind == Kind::Request) {
       RequestHead h;
       h.method = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
@@ -119,9 +125,11 @@ struct HttpParser::Impl {
       return -1;
     }
     if (status >= 100 && status < 200 && status != 101) {
-      // Interim responses (100 Continue, 103 Early Hints) are not shown to the listener.
+      // Interim responses (100 Continue, 103 Early Hints) are not shown to the listener, and
+      // have no body whatever their headers say (RFC 9110 15.2): bytes after one are the next
+      // response, never body bytes of a response the listener has not seen.
       interim = true;
-      return 0;
+      return 1;
     }
     ResponseHead h;
     h.status = status;
