@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -516,6 +517,51 @@ TEST_CASE("local backend: concurrent provisions of one terminal start one agent"
   }
   CHECK(keys.size() == 1);
   f.created.push_back(results[0]->name);
+  f.finish();
+}
+
+
+TEST_CASE("local backend: removals asked at once each complete once / a provision meanwhile is served / queued ones are cancelled once") {
+  BackendFixture f;
+  std::vector<TerminalInfo> made;
+  for (int i = 0; i < 4; ++i) made.push_back(f.provision_ok(spec_for("rm" + std::to_string(i), Isolation::None)));
+  std::vector<int> calls(made.size(), 0);
+  std::vector<Status> results(made.size());
+  for (std::size_t i = 0; i < made.size(); ++i) {
+    f.backend->remove(made[i].name, true, [&, i](Status s) {
+      ++calls[i];
+      results[i] = std::move(s);
+    });
+  }
+  // Removals run one at a time off the loop; a provision asked meanwhile is not held up by them
+  // for good (it would be, on the shared pool, behind every queued removal).
+  auto fresh = f.provision_ok(spec_for("rm-new", Isolation::None));
+  REQUIRE(test::run_until(*f.loop, [&] { return std::count(calls.begin(), calls.end(), 1) == 4; }, 20s));
+  for (std::size_t i = 0; i < made.size(); ++i) {
+    CHECK_MESSAGE(results[i].has_value(), (results[i] ? "" : results[i].error().message));
+    CHECK_FALSE(std::filesystem::exists(f.data_dir() + "/terminals/" + made[i].name + ".json"));
+  }
+  CHECK(f.call(fresh, "GET", "/files/cwd").head.status == 200);
+
+  // The backend goes while removals are still queued: each callback still runs exactly once.
+  std::vector<TerminalInfo> more;
+  for (int i = 0; i < 4; ++i) more.push_back(f.provision_ok(spec_for("rq" + std::to_string(i), Isolation::None)));
+  std::vector<int> more_calls(more.size(), 0);
+  for (std::size_t i = 0; i < more.size(); ++i) {
+    f.backend->remove(more[i].name, true, [&, i](Status) { ++more_calls[i]; });
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return std::count(more_calls.begin(), more_calls.end(), 1) >= 1; }, 20s));
+  f.backend.reset();
+  test::run_for(*f.loop, 500ms);
+  for (int c : more_calls) CHECK(c == 1);
+  f.start();
+  // Adopted again (running, or stopped with the removal not run), so finish() can remove them.
+  std::optional<Result<std::vector<TerminalInfo>>> listed;
+  f.backend->list([&](Result<std::vector<TerminalInfo>> r) { listed.emplace(std::move(r)); });
+  REQUIRE(test::run_until(*f.loop, [&] { return listed.has_value(); }, 20s));
+  REQUIRE(listed->has_value());
+  f.created = {fresh.name};
+  for (const auto& t : more) f.created.push_back(t.name);
   f.finish();
 }
 
