@@ -6,11 +6,8 @@ namespace terminals::detail {
 
 Result<rapidjson::Document> parse_json(std::string_view text) {
   rapidjson::Document doc;
-  // Without kParseStopWhenDoneFlag, anything but whitespace after the value is an error. Full
-  // precision: the default fast path may be 1 ulp off, so a stored document re-read and written
-  // again (policy extras, for one) would drift.
-  doc.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseFullPrecisionFlag>(text.data(),
-                                                                                       text.size());
+  // Without kParseStopWhenDoneFlag, anything but whitespace after the value is an error.
+  doc.Parse<rapidjson::kParseValidateEncodingFlag>(text.data(), text.size());
   if (doc.HasParseError()) {
     return Error(Errc::InvalidArgument,
                  std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) +
