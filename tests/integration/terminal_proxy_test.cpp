@@ -509,13 +509,23 @@ TEST_CASE("proxy: retry_connect_for waits for an agent that starts 300 ms later"
   };
   auto client = HttpClient::create(*f.loop);
 
-  // A POST with a body is never retried: it fails at once.
+  // A POST whose body is too large to keep (over 64 KiB) is never retried: it fails at once.
   auto t0 = std::chrono::steady_clock::now();
   auto post = fetch_now(*f.loop, *client, front.endpoint(), "POST", "/files/write",
-                        Headers{{"Content-Type", "application/json"}}, R"({"path":"a","content":"b"})");
+                        Headers{{"Content-Type", "application/json"}},
+                        R"({"path":"a","content":")" + std::string(70 * 1024, 'b') + R"("})");
   REQUIRE(post.has_value());
   CHECK(post->head.status == 502);
   CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+
+  // A small body is kept, so its POST is retried like a GET (here until the retries run out).
+  retry = 300ms;
+  t0 = std::chrono::steady_clock::now();
+  auto small = fetch_now(*f.loop, *client, front.endpoint(), "POST", "/files/write",
+                         Headers{{"Content-Type", "application/json"}}, R"({"path":"a","content":"b"})");
+  REQUIRE(small.has_value());
+  CHECK(small->head.status == 503);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 250ms);
 
   // Retries that run out: 503.
   retry = 300ms;
@@ -544,6 +554,10 @@ TEST_CASE("proxy: retry_connect_for waits for an agent that starts 300 ms later"
   CHECK(got->head.status == 200);
   CHECK(std::chrono::steady_clock::now() - t0 >= 250ms);
   REQUIRE(agent != nullptr);
+  auto wrote = fetch_now(*f.loop, *client, front.endpoint(), "POST", "/files/write",
+                         Headers{{"Content-Type", "application/json"}}, R"({"path":"a","content":"b"})");
+  REQUIRE(wrote.has_value());
+  CHECK(wrote->head.status == 200);
 
   starter.reset();
   client.reset();

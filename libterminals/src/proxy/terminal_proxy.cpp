@@ -2,7 +2,8 @@
 //
 // Unlike the reference (§3.1), which buffers bodies and replays requests up to five times —
 // POST /execute included, after the agent may already have run it — a request here is sent
-// once, streamed, and only a connect that was refused (nothing delivered) is attempted again.
+// once, streamed, and only a connect that was refused (nothing delivered) is attempted again
+// (with the body, when it is small enough to have been kept: 64 KiB).
 
 #include <uv.h>
 
@@ -91,6 +92,8 @@ namespace {
 constexpr std::chrono::milliseconds kRetryInterval{100};
 // How long a terminal found again after its agent was unreachable may take to accept.
 constexpr std::chrono::milliseconds kRetryAfterRecheck{3000};
+// Bodies up to this size are kept so that a refused connect can be retried with them.
+constexpr std::uint64_t kReplayableBody = 64 * 1024;
 
 bool is_hop_by_hop(std::string_view name) {
   static constexpr std::array<std::string_view, 9> kNames = {
@@ -186,6 +189,9 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
         on_unreachable_(std::move(options.on_unreachable)) {
     const RequestHead& in = ex_->request();
     has_body_ = in.chunked || in.content_length.value_or(0) > 0;
+    // A small body is kept until the response starts, so that a refused connect (nothing
+    // delivered) can be retried with it, like a request without one.
+    keep_copy_ = has_body_ && !in.chunked && *in.content_length <= kReplayableBody;
     where_ = "the terminal's agent (" + endpoint_kind(endpoint_) + ")";
   }
 
@@ -222,14 +228,25 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
       up_->end();
       return;
     }
+    if (body_reading_) {  // a retry: what the client sent so far, then the rest as it comes
+      if (body_broken_) return fail(400, "The request body broke off");
+      if (!body_copy_.empty()) up_->write(body_copy_);
+      if (body_ended_) return up_->end();
+      ex_->resume_body();
+      return;
+    }
+    body_reading_ = true;
     ex_->read_body(BodyHandlers{
         [self](std::string_view chunk) {
           self->touch();
-          // No upstream while on_unreachable is asked: the request will fail, the body is dropped.
+          if (self->keep_copy_ && !self->head_sent_) self->body_copy_.append(chunk);
+          // No upstream while a retry waits: the copy has it, or the request will fail.
           if (self->done_ || !self->up_) return;
           if (!self->up_->write(chunk)) self->ex_->pause_body();  // resumed by the upstream's drain
         },
         [self](Status status) {
+          if (status) self->body_ended_ = true;
+          else self->body_broken_ = true;
           if (self->done_ || !self->up_) return;
           if (status) return self->up_->end();
           // The client's body broke off (gone, too large, malformed): the agent must not take
@@ -253,6 +270,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
     // Content-Length and Content-Encoding stay: the body goes on byte for byte.
     out.headers = end_to_end(in.headers, {});
     head_sent_ = true;
+    std::string().swap(body_copy_);  // no retry after a response
     ex_->write_head(out);
     auto self = shared_from_this();
     up_->read_body(BodyHandlers{
@@ -278,7 +296,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
     if (error.code == Errc::Cancelled) {
       return fail(503, "The terminal proxy is shutting down");
     }
-    if (is_refused_connect(error) && !has_body_ && retry_for_.count() > 0) {
+    if (is_refused_connect(error) && (!has_body_ || keep_copy_) && retry_for_.count() > 0) {
       const std::uint64_t now = shared_->loop.now_ms();
       if (now < retry_deadline_) return schedule_retry(retry_deadline_ - now);
       if (on_unreachable_) return ask_again();
@@ -309,7 +327,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
         int status = e.native >= 400 && e.native <= 599 ? e.native : 503;
         return self->fail(status, e.message);
       }
-      if (self->has_body_) {
+      if (self->has_body_ && !self->keep_copy_) {
         return self->fail(503, self->where_ + " was not reachable and the terminal was checked or "
                                               "started again; send the request again");
       }
@@ -394,6 +412,11 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
   MoveOnlyFunction<void(MoveOnlyFunction<void(Result<ProxyTarget>)>)> on_unreachable_;
   std::string where_;
   bool has_body_ = false;
+  bool keep_copy_ = false;
+  std::string body_copy_;  // while keep_copy_ and no response yet
+  bool body_reading_ = false;
+  bool body_ended_ = false;
+  bool body_broken_ = false;
   ClientExchangePtr up_;
   std::unique_ptr<Timer> retry_timer_;
   std::shared_ptr<HttpForward> waiting_;

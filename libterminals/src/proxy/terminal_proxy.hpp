@@ -15,7 +15,8 @@
 //   504  connect timeout, or no byte either way for `idle_timeout`
 // A client that leaves cancels the upstream exchange. Nothing is replayed after the agent may
 // have seen it: a connect that was refused never reached the agent, so only such attempts are
-// retried, and only for requests without a body (a body streams from the first attempt).
+// retried, and only for requests without a body or with one of at most 64 KiB, which is kept
+// until the response starts (a larger or chunked body streams from the first attempt).
 // Known limit: an upstream failure in the middle of a chunked response ends it as if complete
 // (ServerExchange has no way to abort a response); with Content-Length the client sees the
 // truncation.
@@ -65,15 +66,16 @@ struct ForwardOptions {
   /// Sent as X-Forwarded-Prefix when not empty, e.g. "/p/dev".
   std::string forwarded_prefix;
   /// While the terminal is starting: refused connects (unix socket absent or refused, TCP
-  /// refused) are retried for this long, for requests without a body. Then 503.
+  /// refused) are retried for this long, for requests whose body is absent or kept (see
+  /// above). Then 503.
   std::chrono::milliseconds retry_connect_for{0};
   /// Called on traffic, at most about once a second (keeps the terminal from idling out).
   MoveOnlyFunction<void()> on_activity;
   /// The agent could not be reached at all (connect refused or its socket gone, after
   /// `retry_connect_for`): its sandbox or container may have died, or its engine may be down.
-  /// Asked once, for a fresh target. A target: a request without a body is sent there (with
-  /// `retry_connect_for` of 3 s, as the terminal may be new); one with a body gets 503 asking
-  /// for a retry, since its body already went to the failed attempt. An error: answered with
+  /// Asked once, for a fresh target. A target: the request is sent there (with
+  /// `retry_connect_for` of 3 s, as the terminal may be new), unless its body was too large to
+  /// keep (over 64 KiB, or chunked): that one gets 503 asking the client to send it again. An error: answered with
   /// `Error::native` as the HTTP status (503 if not 4xx/5xx) and its message.
   MoveOnlyFunction<void(MoveOnlyFunction<void(Result<ProxyTarget>)> done)> on_unreachable;
 };
