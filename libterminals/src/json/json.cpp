@@ -2,6 +2,9 @@
 
 #include <rapidjson/error/en.h>
 
+#include <cmath>
+#include <vector>
+
 namespace terminals::detail {
 
 Result<rapidjson::Document> parse_json(std::string_view text) {
@@ -12,6 +15,22 @@ Result<rapidjson::Document> parse_json(std::string_view text) {
     return Error(Errc::InvalidArgument,
                  std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) +
                      ": " + rapidjson::GetParseError_En(doc.GetParseError()));
+  }
+  // RapidJSON 1.1.0 reads some numbers just above DBL_MAX ("5.9e308") as infinity instead of
+  // refusing them, and its Writer then stops at that value: a document written back (a stored
+  // policy) would be cut short. Refuse them here, walking without recursion.
+  std::vector<const rapidjson::Value*> pending{&doc};
+  while (!pending.empty()) {
+    const rapidjson::Value* v = pending.back();
+    pending.pop_back();
+    if (v->IsDouble() && !std::isfinite(v->GetDouble())) {
+      return Error(Errc::InvalidArgument, "invalid JSON: a number is too large for a double");
+    }
+    if (v->IsArray()) {
+      for (const auto& item : v->GetArray()) pending.push_back(&item);
+    } else if (v->IsObject()) {
+      for (const auto& member : v->GetObject()) pending.push_back(&member.value);
+    }
   }
   return doc;
 }
