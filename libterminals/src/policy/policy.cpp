@@ -326,6 +326,7 @@ Result<Policy> parse_policy(std::string_view json, const Caps& caps) {
       if (!iso) return invalid(k, iso.error().message);
       p.isolation = *iso;
     } else if (k == "network") {
+      p.egress_allow.clear();  // a repeated key replaces, as for every other field
       if (v.IsString()) {
         std::string n = v.GetString();
         if (n != "none" && n != "host") return invalid(k, "'" + n + "' is not none, host or {\"allow\": [...]}");

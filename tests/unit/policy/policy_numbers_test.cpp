@@ -1,9 +1,11 @@
 // Found by fuzz/policy_fuzz.cpp: JSON numbers outside int64 in a policy hit a RapidJSON
-// assertion (quantities above 2^63) or an undefined double-to-integer cast (whole fields).
+// assertion (quantities above 2^63) or an undefined double-to-integer cast (whole fields); a
+// repeated "network" key kept the first one's allow-list.
 
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 #include "terminals/policy.hpp"
 
@@ -37,6 +39,17 @@ TEST_CASE("policy: whole-number fields refuse numbers beyond int64 as out of ran
   auto frac = parse_policy(R"({"pids_limit":1.5})", Caps{});
   REQUIRE_FALSE(frac.has_value());
   CHECK(frac.error().message.find("whole number") != std::string::npos);
+}
+
+TEST_CASE("policy: a repeated network key replaces the allow-list too") {
+  auto host = parse_policy(R"({"network":{"allow":["pypi.org"]},"network":"host"})", Caps{});
+  REQUIRE(host.has_value());
+  CHECK(host->network == "host");
+  CHECK(host->egress_allow.empty());
+  auto two = parse_policy(R"({"network":{"allow":["a.example"]},"network":{"allow":["b.example"]}})", Caps{});
+  REQUIRE(two.has_value());
+  CHECK(two->egress_allow == std::vector<std::string>{"b.example"});
+  CHECK(parse_policy(policy_to_json(*host), Caps{})->egress_allow.empty());
 }
 
 }  // TEST_SUITE
