@@ -623,7 +623,9 @@ TEST_CASE("agent files: a 64 MiB upload and view stream with bounded memory") {
   MESSAGE("RSS growth: upload " << upload_growth / 1024 << " KiB, upload+view "
                                 << total_growth / 1024 << " KiB");
   // Holding either body would cost 64 MiB; streaming costs a few chunks and watermarks.
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's quarantine keeps freed buffers resident
   CHECK(total_growth < (24u << 20));
+#endif
   f.finish();
 }
 

@@ -284,6 +284,12 @@ TEST_CASE("local backend: user isolation keeps homes sockets and signals apart w
 
 TEST_CASE("local backend: a 200 MB allocation under a 64 MB policy is killed and the status says so") {
   REQUIRE_SANDBOX();
+#if defined(__SANITIZE_ADDRESS__)
+  // An instrumented agent maps its shadow memory and keeps a quarantine: 64 MiB is not enough
+  // for it to live on. The plain build runs this.
+  MESSAGE("SKIPPED under AddressSanitizer: the agent itself does not fit a 64 MiB limit");
+  return;
+#endif
   BackendFixture f;
   auto spec = spec_for("erin");
   spec.limits.memory_bytes = 64ull << 20;

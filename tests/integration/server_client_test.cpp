@@ -116,7 +116,7 @@ TEST_CASE("server and client: 512 MiB through both with flat memory") {
   auto server = Server::create(*f.loop, opts, [&](ServerExchangePtr ex) {
     auto count = std::make_shared<std::uint64_t>(0);
     ex->read_body({[count](std::string_view d) { *count += d.size(); },
-                   [ex, count](Status st) {
+                   [ex, count, loop = f.loop.get()](Status st) {
                      REQUIRE(st);
                      ResponseHead rh;
                      rh.content_length = *count;
@@ -126,14 +126,16 @@ TEST_CASE("server and client: 512 MiB through both with flat memory") {
                      auto left = std::make_shared<std::uint64_t>(*count);
                      auto chunk = std::make_shared<std::string>(256 * 1024, 'z');
                      auto pump = std::make_shared<MoveOnlyFunction<void()>>();
-                     *pump = [ex, left, chunk, pump] {
+                     *pump = [ex, left, chunk, loop] {
                        while (*left > 0) {
                          auto n = std::min<std::uint64_t>(*left, chunk->size());
                          *left -= n;
                          bool more = ex->write(std::string_view(*chunk).substr(0, n));
                          if (*left == 0) {
                            ex->end();
-                           ex->set_drain_handler(nullptr);  // breaks the self-reference
+                           // Breaks ex -> drain handler -> pump -> ex, once this call (maybe
+                           // from that very handler) has returned.
+                           loop->defer([ex] { ex->set_drain_handler(nullptr); });
                            return;
                          }
                          if (!more) return;  // resumes in the drain handler
