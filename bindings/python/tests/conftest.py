@@ -32,7 +32,10 @@ def data_dir(tmp_path):
     d = tmp_path / "data"
     yield str(d)
     # Terminals keep running after close by design: end this test's agents.
-    subprocess.run(["pkill", "-f", "--", f"--home {d}"], check=False)
+    # Without LD_PRELOAD: under scripts/test's ThreadSanitizer run it holds libtsan, which a
+    # plain pkill must not load (it hangs in the runtime's start-up).
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    subprocess.run(["pkill", "-f", "--", f"--home {d}"], check=False, env=env)
 
 
 @pytest.fixture
