@@ -30,25 +30,14 @@
 #include <terminals/local_backend.hpp>
 #include <terminals/loop.hpp>
 
+#include "bench_loop.hpp"
+
 using namespace terminals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-template <class Pred>
-bool run_until(Loop& loop, Pred done, std::chrono::seconds limit) {
-  auto deadline = Clock::now() + limit;
-  while (!done()) {
-    if (Clock::now() > deadline) return false;
-    (void)loop.run_nowait();
-    if (!done()) {
-      // run_nowait returns at once when nothing is ready; a short nap keeps this from spinning.
-      struct timespec ts {0, 200000};
-      nanosleep(&ts, nullptr);
-    }
-  }
-  return true;
-}
+using bench::run_until;
 
 }  // namespace
 

@@ -36,24 +36,14 @@
 #include <terminals/local_backend.hpp>
 #include <terminals/loop.hpp>
 
+#include "bench_loop.hpp"
+
 using namespace terminals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
-template <class Pred>
-bool run_until(Loop& loop, Pred done, std::chrono::seconds limit) {
-  auto deadline = Clock::now() + limit;
-  while (!done()) {
-    if (Clock::now() > deadline) return false;
-    (void)loop.run_nowait();
-    if (!done()) {
-      struct timespec ts {0, 200000};
-      nanosleep(&ts, nullptr);
-    }
-  }
-  return true;
-}
+using bench::run_until;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
