@@ -16,13 +16,8 @@ set -uo pipefail
 cli=$1
 image=${2:-terminals-agent:dev}
 
-say() { printf '[engine_stop_provision] %s\n' "$*"; }
-fail() { say "FAIL: $*"; [[ -f ${work:-/nonexistent}/serve.log ]] && sed 's/^/  serve| /' "$work/serve.log" | tail -40; exit 1; }
-skip() {
-  if [[ -n ${CI:-} ]]; then fail "$* (CI must have it)"; fi
-  say "SKIPPED: $*"
-  exit 77
-}
+NAME=engine_stop_provision
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ -z ${CI:-} && -z ${TERMINALS_TEST_ENGINE_RESTART:-} ]]; then
   say "SKIPPED: it stops this machine's dockerd; runs in CI or with TERMINALS_TEST_ENGINE_RESTART=1"
@@ -41,9 +36,7 @@ engine_pid=$(cat /var/run/docker.pid)
 mapfile -d '' engine_cmd <"/proc/$engine_pid/cmdline"
 ((${#engine_cmd[@]} > 0)) || fail "cannot read dockerd's command line"
 
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+new_work
 user="engine-stop-$RANDOM$RANDOM"
 slow_image="terminals-agent:fault-slow-start-$RANDOM$RANDOM"
 sock=/var/run/docker.sock
@@ -67,17 +60,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_serve() {
-  TERMINALS_API_KEY=$key TERMINALS_LOG_LEVEL=info "$cli" serve --backend docker --image "$slow_image" \
-    --host 127.0.0.1 --port "$port" --data-dir "$work/data" --env-file /dev/null >>"$work/serve.log" 2>&1 &
-  serve_pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    kill -0 "$serve_pid" 2>/dev/null || fail "serve exited at start"
-    sleep 0.05
-  done
-  fail "serve did not listen on 127.0.0.1:$port"
-}
 # req PATH: prints "STATUS BODY".
 req() {
   local code
@@ -97,7 +79,7 @@ base=$(docker create "$image") || fail "cannot create a container of $image"
 docker commit --change 'CMD ["/bin/sh", "-c", "sleep 4; exec /bin/terminals-agent"]' "$base" "$slow_image" >/dev/null ||
   { docker rm -f "$base" >/dev/null; fail "cannot derive $slow_image"; }
 docker rm -f "$base" >/dev/null
-start_serve
+start_serve "$slow_image"
 
 say "1. the engine stops while the user's first terminal is being provisioned"
 curl -s -m 30 -o "$work/first.body" -w '%{http_code}' -H "Authorization: Bearer $key" -H "X-User-Id: $user" \

@@ -14,21 +14,14 @@ set -euo pipefail
 cli=$1
 image=${2:-terminals-agent:dev}
 
-say() { printf '[serve_docker] %s\n' "$*"; }
-fail() { say "FAIL: $*"; [[ -f ${work:-/nonexistent}/serve.log ]] && sed 's/^/  serve| /' "$work/serve.log" | tail -40; exit 1; }
-skip() {
-  if [[ -n ${CI:-} ]]; then fail "$* (CI must have it)"; fi
-  say "SKIPPED: $*"
-  exit 77
-}
+NAME=serve_docker
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 docker info >/dev/null 2>&1 || skip "no Docker engine answers (start dockerd, or run scripts/test)"
 docker image inspect "$image" >/dev/null 2>&1 ||
   skip "image $image is missing (cmake --build <build dir> --target agent-image)"
 
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-key=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+new_work
 user="serve-test-$RANDOM$RANDOM"
 serve_pid=
 cleanup() {
@@ -41,17 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_serve() {
-  TERMINALS_API_KEY=$key TERMINALS_LOG_LEVEL=info "$cli" serve --backend docker --image "$image" \
-    --host 127.0.0.1 --port "$port" --data-dir "$work/data" --env-file /dev/null >>"$work/serve.log" 2>&1 &
-  serve_pid=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    kill -0 "$serve_pid" 2>/dev/null || fail "serve exited at start"
-    sleep 0.05
-  done
-  fail "serve did not listen on 127.0.0.1:$port"
-}
 
 # req METHOD PATH [BODY]: prints "STATUS BODY".
 req() {
@@ -66,7 +48,7 @@ containers() { docker ps -aq --filter "label=openwebui.com/user-id=$user" | wc -
 container_id() { docker ps -aq --no-trunc --filter "label=openwebui.com/user-id=$user" | head -1; }
 container_key() { docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$1" | sed -n 's/^OPEN_TERMINAL_API_KEY=//p'; }
 
-start_serve
+start_serve "$image"
 
 say "1. first request provisions a container"
 out=$(req POST '/execute?wait=10' '{"command":"echo kept-across-restarts > keep.txt && cat keep.txt"}')
@@ -82,7 +64,7 @@ home_file=$(find "$work/data/homes" -name keep.txt | head -1)
 say "2. SIGKILL serve, start it again: the same container is adopted"
 kill -9 "$serve_pid"
 wait "$serve_pid" 2>/dev/null || true
-start_serve
+start_serve "$image"
 grep -q "adopted 1 running terminals" "$work/serve.log" || fail "the restarted serve did not adopt the container"
 out=$(req GET '/files/read?path=keep.txt')
 [[ $out == 200* && $out == *kept-across-restarts* ]] || fail "read after the restart: $out"
