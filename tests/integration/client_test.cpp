@@ -73,6 +73,7 @@ class Upstream {
 
   int accepted = 0;
   int requests = 0;
+  int most_in_one_read = 0;  // requests that arrived in a single read (pipelining)
   std::vector<RequestHead> heads;  // every request head, in arrival order
   std::function<void(Conn&, std::string_view)> on_body;  // streams request bodies if set
   std::function<void(Conn&, std::string_view)> on_raw;
@@ -98,6 +99,7 @@ class Upstream {
       return;
     }
     std::string_view data = *r;
+    int in_this_read = 0;
     while (!data.empty() && c->stream->is_open()) {
       if (c->raw) {
         if (on_raw) on_raw(*c, data);
@@ -112,6 +114,7 @@ class Upstream {
       data.remove_prefix(out.consumed);
       ++requests;
       ++c->requests;
+      most_in_one_read = std::max(most_in_one_read, ++in_this_read);
       heads.push_back(c->head);
       if (out.state == detail::HttpParser::State::Upgrade) c->raw = true;
       else c->parser->resume();
@@ -1049,6 +1052,234 @@ TEST_CASE("client: fetch sends its body with Content-Length") {
   CHECK(up.heads.at(0).headers.get("content-length") == "7");
   CHECK(up.heads.at(0).headers.count("transfer-encoding") == 0);
   client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batching (ClientOptions::max_batch): HTTP/1.1 pipelining of requests that start together.
+
+namespace {
+// One idle pooled connection to `up`, so that a batch can open on it.
+void warm(Loop& loop, HttpClient& client, const Endpoint& where) {
+  REQUIRE(fetch_now(loop, client, where, get("/warm")));
+  REQUIRE(client.idle_connection_count() == 1);
+}
+
+ClientOptions batching(std::size_t max_batch) {
+  ClientOptions o;
+  o.max_batch = max_batch;
+  return o;
+}
+
+void start_batched(Recorder& rec, HttpClient& client, const Endpoint& where, RequestHead h,
+                   bool batchable = true) {
+  rec.exchange = client.request(where, h, RequestOptions{batchable}, [&rec](Result<ResponseHead> r) {
+    rec.head.emplace(std::move(r));
+    if (*rec.head && rec.read_in_head_callback) rec.read();
+  });
+}
+
+bool all_ended(const std::vector<Recorder>& recs) {
+  return std::all_of(recs.begin(), recs.end(), [](const Recorder& r) { return r.end.has_value(); });
+}
+}  // namespace
+
+TEST_CASE("client: batchable requests started together share a connection and a write") {
+  test::LoopFixture f;
+  // Bodies of different sizes and framings: each answer must reach its own request.
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [](Upstream::Conn& c) {
+    if (c.requests % 2) c.send(ok_response("answer to " + c.head.target));
+    else c.send(chunked_response({"answer ", "to ", c.head.target}));
+  });
+  auto client = HttpClient::create(*f.loop, batching(4));
+  warm(*f.loop, *client, up.endpoint());
+  std::vector<Recorder> recs(4);
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    start_batched(recs[i], *client, up.endpoint(), get("/poll/" + std::to_string(i)));
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return all_ended(recs); }));
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(*recs[i].head);
+    CHECK(code_of(*recs[i].end) == kNoError);
+    CHECK(recs[i].body == "answer to /poll/" + std::to_string(i));
+  }
+  CHECK(client->connections_opened() == 1);
+  CHECK(up.most_in_one_read == 4);  // one write, read at once by the server
+  CHECK(client->idle_connection_count() == 1);
+
+  SUBCASE("a full batch starts another, on another connection") {
+    std::vector<Recorder> more(6);
+    for (std::size_t i = 0; i < more.size(); ++i) {
+      start_batched(more[i], *client, up.endpoint(), get("/more/" + std::to_string(i)));
+    }
+    REQUIRE(test::run_until(*f.loop, [&] { return all_ended(more); }));
+    for (std::size_t i = 0; i < more.size(); ++i) {
+      CHECK(more[i].body == "answer to /more/" + std::to_string(i));
+    }
+    // 4 on the pooled connection; the 5th found no idle one and connected (a new connection
+    // is written at once, without a batch), and so did the 6th.
+    CHECK(client->connections_opened() == 3);
+  }
+  SUBCASE("requests not marked batchable, or with a body, never join") {
+    std::vector<Recorder> plain(2);
+    start_batched(plain[0], *client, up.endpoint(), get("/a"));
+    start_batched(plain[1], *client, up.endpoint(), get("/b"), false);
+    RequestHead post = get("/c");
+    post.method = "POST";
+    std::optional<Result<FetchResponse>> posted;
+    client->fetch(up.endpoint(), post, "body", [&](Result<FetchResponse> r) { posted.emplace(std::move(r)); });
+    REQUIRE(test::run_until(*f.loop, [&] { return all_ended(plain) && posted; }));
+    CHECK(plain[1].body == "answer to /b");
+    CHECK(client->connections_opened() == 3);
+  }
+  client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
+TEST_CASE("client: a batched request dropped or cancelled before its answer does not disturb the others") {
+  test::LoopFixture f;
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [](Upstream::Conn& c) {
+    if (c.head.method == "HEAD") c.send("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    else c.send(ok_response("answer to " + c.head.target));
+  });
+  auto client = HttpClient::create(*f.loop, batching(8));
+  warm(*f.loop, *client, up.endpoint());
+  std::vector<Recorder> recs(5);
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    RequestHead h = get("/r/" + std::to_string(i));
+    if (i == 1 || i == 3) h.method = "HEAD";  // answers without a body, for the parser to skip
+    start_batched(recs[i], *client, up.endpoint(), std::move(h));
+  }
+  recs[1].exchange.reset();     // dropped: its answer is read and dropped
+  recs[3].exchange->cancel();   // cancelled: the same
+  REQUIRE(test::run_until(*f.loop, [&] {
+    return recs[0].end && recs[2].end && recs[4].end && recs[1].head && recs[3].head;
+  }));
+  CHECK(code_of(*recs[1].head) == Errc::Cancelled);
+  CHECK(code_of(*recs[3].head) == Errc::Cancelled);
+  for (std::size_t i : {0, 2, 4}) {
+    CAPTURE(i);
+    CHECK(code_of(*recs[i].end) == kNoError);
+    CHECK(recs[i].body == "answer to /r/" + std::to_string(i));
+  }
+  CHECK(up.requests == 6);  // the warm-up and all five: they had gone out together
+  REQUIRE(test::run_until(*f.loop, [&] { return client->idle_connection_count() == 1; }));
+  CHECK(client->connections_opened() == 1);  // the connection survived and went back
+
+  SUBCASE("the last of a batch dropped: the connection still returns to the pool") {
+    std::vector<Recorder> two(2);
+    start_batched(two[0], *client, up.endpoint(), get("/x"));
+    start_batched(two[1], *client, up.endpoint(), get("/y"));
+    two[1] = {};
+    REQUIRE(test::run_until(*f.loop, [&] { return two[0].end && up.requests == 8; }));
+    REQUIRE(test::run_until(*f.loop, [&] { return client->idle_connection_count() == 1; }));
+    CHECK(client->connections_opened() == 1);
+  }
+  client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
+TEST_CASE("client: a batch's requests are sent once more when its connection fails") {
+  test::LoopFixture f;
+  int closes = 0;
+  int close_after = 1;
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [&](Upstream::Conn& c) {
+    if (c.head.target == "/warm") return c.send(ok_response("warm"));
+    c.send(ok_response("answer to " + c.head.target));
+    // The connection that carried the batch answers `close_after` requests, then closes.
+    if (c.requests == close_after + 1 && closes == 0) {
+      ++closes;
+      c.close();
+    }
+  });
+  auto client = HttpClient::create(*f.loop, batching(8));
+  warm(*f.loop, *client, up.endpoint());
+  std::vector<Recorder> recs(4);
+  SUBCASE("after the first answer") { close_after = 1; }
+  SUBCASE("after the third") { close_after = 3; }
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    start_batched(recs[i], *client, up.endpoint(), get("/r/" + std::to_string(i)));
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return all_ended(recs); }));
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(*recs[i].head);
+    CHECK(code_of(*recs[i].end) == kNoError);
+    CHECK(recs[i].body == "answer to /r/" + std::to_string(i));
+  }
+  CHECK(closes == 1);
+  // The unanswered ones each went again on a connection of their own.
+  const int resent = static_cast<int>(recs.size()) - close_after;
+  CHECK(client->connections_opened() == static_cast<std::uint64_t>(1 + resent));
+  // Each was answered once: the server read no further than the request it closed after.
+  CHECK(up.requests == 1 + static_cast<int>(recs.size()));
+  client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
+TEST_CASE("client: a batched request sent again fails if its second connection fails too") {
+  test::LoopFixture f;
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [&](Upstream::Conn& c) {
+    if (c.head.target == "/warm" || c.head.target == "/first") return c.send(ok_response("ok"));
+    c.close();  // never answers anything else
+  });
+  auto client = HttpClient::create(*f.loop, batching(8));
+  warm(*f.loop, *client, up.endpoint());
+  std::vector<Recorder> recs(2);
+  start_batched(recs[0], *client, up.endpoint(), get("/first"));
+  start_batched(recs[1], *client, up.endpoint(), get("/second"));
+  REQUIRE(test::run_until(*f.loop, [&] { return recs[0].end && recs[1].head; }));
+  CHECK(code_of(*recs[0].end) == kNoError);
+  CHECK(code_of(*recs[1].head) == Errc::Io);
+  CHECK(up.requests == 4);  // warm, first, second, and second once more
+  client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
+TEST_CASE("client: a batch whose first request is cancelled before the write still sends the rest") {
+  test::LoopFixture f;
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0),
+              [](Upstream::Conn& c) { c.send(ok_response("answer to " + c.head.target)); });
+  auto client = HttpClient::create(*f.loop, batching(8));
+  warm(*f.loop, *client, up.endpoint());
+  std::vector<Recorder> recs(3);
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    start_batched(recs[i], *client, up.endpoint(), get("/r/" + std::to_string(i)));
+  }
+  recs[0].exchange->cancel();  // it opened the batch; nothing has been written yet
+  REQUIRE(test::run_until(*f.loop, [&] { return recs[0].head && recs[1].end && recs[2].end; }));
+  CHECK(code_of(*recs[0].head) == Errc::Cancelled);
+  CHECK(recs[1].body == "answer to /r/1");
+  CHECK(recs[2].body == "answer to /r/2");
+  for (const auto& h : up.heads) CHECK(h.target != "/r/0");  // never sent
+  CHECK(up.requests == 3);
+  client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
+TEST_CASE("client: destroying the client with batched requests waiting cancels them all") {
+  test::LoopFixture f;
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [&](Upstream::Conn& c) {
+    if (c.head.target == "/warm") c.send(ok_response("warm"));  // the rest: silence
+  });
+  auto client = HttpClient::create(*f.loop, batching(8));
+  warm(*f.loop, *client, up.endpoint());
+  std::vector<Recorder> recs(3);
+  for (auto& r : recs) start_batched(r, *client, up.endpoint(), get("/silent"));
+  REQUIRE(test::run_until(*f.loop, [&] { return up.requests == 4; }));
+  client.reset();
+  REQUIRE(test::run_until(*f.loop, [&] {
+    return std::all_of(recs.begin(), recs.end(), [](const Recorder& r) { return r.head.has_value(); });
+  }));
+  for (auto& r : recs) CHECK(code_of(*r.head) == Errc::Cancelled);
+  recs.clear();
   up.shut();
   f.check_no_leaks();
 }

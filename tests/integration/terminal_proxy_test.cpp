@@ -370,6 +370,53 @@ TEST_CASE("proxy: a client that stops reading holds the upstream back") {
   f.check_no_leaks();
 }
 
+TEST_CASE("proxy: status polls that arrive together reach the agent batched, other requests one by one") {
+  test::LoopFixture f;
+  TestServer upstream(*f.loop);
+  std::vector<std::string> peers;  // the proxy-side address of each request's connection
+  upstream.handler = [&](ServerExchangePtr ex) {
+    peers.push_back(ex->peer());
+    std::string target = ex->request().target;
+    ex->respond(200, Headers{{"Content-Type", "text/plain"}}, "answer to " + target);
+  };
+  auto proxy = TerminalProxy::create(*f.loop);
+  TestServer front(*f.loop);
+  front.handler = [&](ServerExchangePtr ex) {
+    proxy->forward(std::move(ex), ProxyTarget{upstream.endpoint(), "k"}, ForwardOptions{});
+  };
+  // One request first, so that a kept connection waits in the proxy's pool.
+  test::RawClient first(*f.loop, front.endpoint());
+  REQUIRE(first.connected());
+  first.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  REQUIRE(first.wait_contains("answer to /health"));
+  // Then many clients at once: their requests reach the proxy in one loop iteration.
+  auto burst = [&](const std::string& target) {
+    peers.clear();
+    std::vector<std::unique_ptr<test::RawClient>> clients;
+    for (int i = 0; i < 10; ++i) {
+      clients.push_back(std::make_unique<test::RawClient>(*f.loop, front.endpoint()));
+      REQUIRE(clients.back()->connected());
+    }
+    for (auto& c : clients) c->send("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (auto& c : clients) {
+      REQUIRE(c->wait_contains("answer to " + target));
+      CHECK(c->received.find("HTTP/1.1 200") == 0);
+    }
+    std::sort(peers.begin(), peers.end());
+    return std::unique(peers.begin(), peers.end()) - peers.begin();
+  };
+  SUBCASE("a status poll: one connection, one write") { CHECK(burst("/files/cwd") == 1); }
+  SUBCASE("a long poll: not batched") { CHECK(burst("/execute/abc/status?wait=5") > 1); }
+  SUBCASE("a file read: not batched") { CHECK(burst("/files/read?path=a") > 1); }
+  SUBCASE("an execute status without wait: batched") {
+    CHECK(burst("/execute/abc/status?tail=5") == 1);
+  }
+  front.server.reset();
+  proxy.reset();
+  upstream.server.reset();
+  f.check_no_leaks();
+}
+
 TEST_CASE("proxy: a client that disconnects before the answer cancels the upstream exchange") {
   test::LoopFixture f;
   ServerExchangePtr held;

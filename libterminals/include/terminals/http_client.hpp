@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "terminals/endpoint.hpp"
 #include "terminals/export.hpp"
@@ -41,6 +42,20 @@ struct ClientOptions {
   std::size_t max_idle_per_upstream = 64;
   std::size_t max_response_header_bytes = 64 * 1024;  ///< larger heads are `UpstreamProtocol`
   std::size_t write_high_watermark = 256 * 1024;   ///< request bytes queued before write() is false
+  /// Batchable requests (see `RequestOptions`) to one upstream that start in the same loop
+  /// iteration go out together, up to this many: on one connection, in one write, the
+  /// responses read back in order (HTTP/1.1 pipelining). That saves the server and us a
+  /// system call or more per request when many arrive at once. 1: never.
+  std::size_t max_batch = 1;
+};
+
+struct RequestOptions {
+  /// The request may share a connection and a write with other batchable requests (see
+  /// `ClientOptions::max_batch`). Only honoured for GET and HEAD without a body or an
+  /// upgrade, and meant for requests the server answers at once: an answer that takes long
+  /// delays those batched behind it. If their connection fails before they are answered,
+  /// they are sent once more on another (they are idempotent), then fail.
+  bool batchable = false;
 };
 
 /// One request on the client side. The request body is written with `write()` / `end()`; the
@@ -100,8 +115,13 @@ class TERMINALS_API HttpClient {
   /// safely (CR/LF in a value, both Content-Length and Transfer-Encoding). `Host` is added if
   /// missing ("localhost" for a unix socket). Requests whose method carries no body (GET, HEAD,
   /// DELETE, OPTIONS, TRACE without Content-Length) are sent complete; others wait for `end()`.
-  virtual ClientExchangePtr request(const Endpoint& upstream, RequestHead head,
-                                    Callback<ResponseHead> on_response) = 0;
+  ClientExchangePtr request(const Endpoint& upstream, const RequestHead& head,
+                            Callback<ResponseHead> on_response) {
+    return request(upstream, head, RequestOptions{}, std::move(on_response));
+  }
+  /// The same with options. The head is only read (serialised at once), never kept.
+  virtual ClientExchangePtr request(const Endpoint& upstream, const RequestHead& head,
+                                    RequestOptions options, Callback<ResponseHead> on_response) = 0;
 
   /// Convenience: sends `body` (with Content-Length, unless it is empty on a method without a
   /// body), reads the whole response up to `max_body` bytes (`LimitExceeded` beyond, and the

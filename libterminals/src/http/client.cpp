@@ -61,6 +61,10 @@ void Connection::on_read(Result<std::string_view> r) {
     owner_->on_conn_read(std::move(r));
     return;
   }
+  if (sink_for_) {
+    sink_for_->on_sink_read(this, std::move(r));
+    return;
+  }
   // Idle: the server closed the connection, or sent bytes nobody asked for. Either way it can
   // no longer carry a request.
   if (pool_) pool_->drop_idle(this);
@@ -71,6 +75,10 @@ void Connection::on_timer() {
   if (owner_) {
     ExchangeImpl::Guard keep(owner_->shared_from_this());
     owner_->on_read_timer();
+    return;
+  }
+  if (sink_for_) {
+    sink_for_->on_sink_timer(this);
     return;
   }
   if (pool_) pool_->drop_idle(this);
@@ -85,7 +93,8 @@ void Connection::on_drain() {
 
 // Parser events arrive inside on_read(), which already holds the owner alive.
 bool Connection::on_response_head(ResponseHead&& head) {
-  return owner_ ? owner_->on_head(std::move(head)) : false;
+  if (owner_) return owner_->on_head(std::move(head));
+  return sink_is_head_;
 }
 
 void Connection::on_body(std::string_view data) {
@@ -98,8 +107,33 @@ void Connection::on_message_complete() {
 
 void discard(Loop& loop, std::unique_ptr<Connection> conn) {
   if (!conn) return;
+  auto queue = std::move(conn->queue_);
+  conn->queue_.clear();
+  const bool sent = !conn->batch_open_;
+  conn->sink_for_ = nullptr;
   conn->close();
   loop.defer_delete(std::move(conn));
+  for (auto& q : queue) {
+    if (auto ex = q.exchange.lock()) ExchangeImpl::Guard(std::move(ex))->connection_lost(sent);
+  }
+}
+
+void pass_turn(Loop& loop, std::unique_ptr<Connection> conn, std::string_view leftover) {
+  QueuedRequest next = std::move(conn->queue_.front());
+  conn->queue_.pop_front();
+  auto ex = next.exchange.lock();
+  if (ex && !ex->failed()) {
+    ExchangeImpl::Guard(std::move(ex))->take_turn(std::move(conn), leftover);
+    return;
+  }
+  // Nobody waits for this answer any more, but the ones behind it need it read.
+  ClientImpl* client = conn->sink_for_;
+  conn->sink_for_ = nullptr;
+  if (!client || client->destroying()) {
+    discard(loop, std::move(conn));
+    return;
+  }
+  client->sink(std::move(conn), next.is_head, leftover);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -125,7 +159,8 @@ ExchangeImpl::~ExchangeImpl() {
 
 std::string ExchangeImpl::describe() const { return upstream_.to_string(); }
 
-void ExchangeImpl::start(RequestHead&& head) {
+void ExchangeImpl::start(const RequestHead& head, bool batchable) {
+  const bool upgrade = head.headers.has("upgrade");
   auto plan = serialize_request(head, upstream_, out_);
   if (!plan) {
     Error e = std::move(plan).error();
@@ -139,11 +174,69 @@ void ExchangeImpl::start(RequestHead&& head) {
   idempotent_ = plan->idempotent;
   is_head_ = plan->is_head;
   request_complete_ = framing_ == BodyFraming::None;
+  // Only requests that are whole, safe to send twice and keep the connection open are batched:
+  // a batch's failure is recovered by sending them again.
+  batchable_ = batchable && options_.max_batch > 1 && request_complete_ && idempotent_ &&
+               request_keep_alive_ && !upgrade && (head.method == "GET" || head.method == "HEAD");
+  if (batchable_) {
+    if (ExchangeImpl* owner = client_->open_batch(key_)) {
+      join(*owner);
+      return;
+    }
+  }
+  dispatch();
+}
+
+void ExchangeImpl::dispatch() {
   if (auto conn = client_->take_idle(key_)) {
     attach(std::move(conn), false);
   } else {
     connect();
   }
+}
+
+// Our request goes out in `owner`'s write and waits on its connection for its turn.
+void ExchangeImpl::join(ExchangeImpl& owner) {
+  replay_ = out_;  // to send it again if the connection fails before our answer
+  owner.out_.append(out_);
+  out_.clear();
+  owner.conn_->queue_.push_back(QueuedRequest{weak_from_this(), is_head_});
+  if (++owner.batch_size_ >= options_.max_batch) client_->close_batch(key_, &owner);
+}
+
+void ExchangeImpl::connection_lost(bool sent) {
+  if (failed_ || finished_) return;
+  if (!client_ || client_->destroying()) {
+    fail(Error(Errc::Cancelled, "request to " + describe() + " cancelled: the client was destroyed"));
+    return;
+  }
+  out_ = std::move(replay_);
+  replay_.clear();
+  head_flushed_ = false;
+  got_bytes_ = false;
+  if (!sent) {
+    dispatch();  // it never went out: this is its first attempt
+    return;
+  }
+  if (retried_ || out_.empty()) {
+    fail(Error(Errc::Io, describe() + " closed the connection before answering a batched request"));
+    return;
+  }
+  retried_ = true;  // idempotent and unanswered: once more, on a new connection
+  connect();
+}
+
+void ExchangeImpl::take_turn(std::unique_ptr<Connection> conn, std::string_view leftover) {
+  conn_ = std::move(conn);
+  conn_->owner_ = this;
+  conn_->sink_for_ = nullptr;
+  reused_ = true;
+  ++conn_->exchanges_;
+  got_bytes_ = false;
+  head_flushed_ = true;
+  conn_->stream_->read_resume();
+  arm_read_timer();
+  if (!leftover.empty()) on_conn_read(leftover);
 }
 
 void ExchangeImpl::connect() {
@@ -173,6 +266,16 @@ void ExchangeImpl::attach(std::unique_ptr<Connection> conn, bool may_call_user) 
   got_bytes_ = false;
   conn_->stream_->set_watermarks(options_.write_high_watermark / 4, options_.write_high_watermark);
   conn_->stream_->read_resume();
+  if (batchable_ && !may_call_user && client_) {
+    // The first of a batch: our write waits for the end of this loop iteration, and requests
+    // to the same upstream that start meanwhile join it (and the connection's queue).
+    replay_ = out_;
+    batch_size_ = 1;
+    conn_->batch_open_ = true;
+    client_->set_open_batch(key_, this);
+    schedule_flush();
+    return;
+  }
   // A complete request goes out now, head and body in one write. A request whose body is still
   // to come waits one iteration, so that body written right after request() joins the head.
   if (request_complete_) flush(may_call_user);
@@ -196,10 +299,14 @@ void ExchangeImpl::flush(bool may_call_user) {
   if (!conn_ || failed_ || finished_) return;
   if (!out_.empty()) {
     conn_->stream_->write(out_);
-    if (!head_flushed_ && request_complete_ && idempotent_ && !retried_) {
+    if (!head_flushed_ && request_complete_ && idempotent_ && !retried_ && replay_.empty()) {
       replay_ = std::move(out_);  // keep it: a stale keep-alive connection means sending it again
     }
     out_.clear();
+  }
+  if (conn_->batch_open_) {
+    conn_->batch_open_ = false;
+    if (client_) client_->close_batch(key_, this);
   }
   head_flushed_ = true;
   if (request_complete_) arm_read_timer();
@@ -325,7 +432,7 @@ void ExchangeImpl::on_conn_read(Result<std::string_view> r) {
       update_reading();
       return;
     case HttpParser::State::Paused:
-      finish_response(out.consumed == data.size());
+      finish_response(out.consumed == data.size(), data.substr(out.consumed));
       return;
     case HttpParser::State::Upgrade:
       on_upgrade(data.substr(out.consumed));
@@ -347,7 +454,7 @@ void ExchangeImpl::on_conn_error(Error error) {
     Status st = c->parser_.finish();
     if (conn_.get() != c || failed_) return;
     if (st && message_complete_) {
-      finish_response(false);
+      finish_response(false, {});
       return;
     }
     fail(Error(Errc::UpstreamProtocol,
@@ -411,15 +518,24 @@ void ExchangeImpl::on_body(std::string_view data) {
   }
 }
 
-void ExchangeImpl::finish_response(bool clean) {
+void ExchangeImpl::finish_response(bool clean, std::string_view rest) {
   auto conn = std::move(conn_);
   conn->owner_ = nullptr;
   conn->timer_->stop();
   conn->timer_armed_ = false;
-  const bool reusable = clean && client_ && request_complete_ && out_.empty() &&
-                        request_keep_alive_ && conn->parser_.should_keep_alive() &&
-                        conn->stream_->write_queue_size() == 0;
-  if (reusable) {
+  const bool keep = client_ && !client_->destroying() && request_complete_ && out_.empty() &&
+                    request_keep_alive_ && conn->parser_.should_keep_alive() &&
+                    conn->stream_->write_queue_size() == 0;
+  // Batched requests wait for their answers on this connection: the bytes after ours are
+  // theirs, and the next one takes the connection once our exchange is done with it.
+  std::unique_ptr<Connection> next_turn;
+  std::string leftover;
+  if (keep && !conn->queue_.empty()) {
+    conn->parser_.resume();
+    conn->sink_for_ = client_;
+    leftover.assign(rest.data(), rest.size());
+    next_turn = std::move(conn);
+  } else if (keep && clean) {
     conn->parser_.resume();
     client_->release(std::move(conn));  // before on_end, so a request from on_end reuses it
   } else {
@@ -435,6 +551,14 @@ void ExchangeImpl::finish_response(bool clean) {
     check_abandoned();
   }
   dispatch_body();
+  if (next_turn) {
+    // Our consumer may have destroyed the client meanwhile: then nobody is left to answer.
+    if (next_turn->sink_for_ != client_ || !client_ || client_->destroying()) {
+      discard(loop_, std::move(next_turn));
+      return;
+    }
+    pass_turn(loop_, std::move(next_turn), leftover);
+  }
 }
 
 void ExchangeImpl::on_upgrade(std::string_view rest) {
@@ -600,6 +724,7 @@ void ExchangeImpl::fail(Error error) {
   if (failed_) return;
   failed_ = true;
   if (conn_) {
+    if (conn_->batch_open_ && client_) client_->close_batch(key_, this);
     conn_->owner_ = nullptr;
     discard(loop_, std::move(conn_));
   }
@@ -636,6 +761,8 @@ void ExchangeImpl::fail(Error error) {
 ClientImpl::ClientImpl(Loop& loop, ClientOptions options) : loop_(loop), options_(options) {}
 
 ClientImpl::~ClientImpl() {
+  destroying_ = true;
+  open_batches_.clear();
   for (ExchangeImpl* e = exchanges_; e;) {
     ExchangeImpl* next = e->next_;
     e->prev_ = e->next_ = nullptr;
@@ -648,6 +775,8 @@ ClientImpl::~ClientImpl() {
   }
   idle_.clear();
   idle_count_ = 0;
+  for (auto& conn : sinks_) discard(loop_, std::move(conn));
+  sinks_.clear();
 }
 
 HttpParser::Limits ClientImpl::parser_limits() const {
@@ -656,12 +785,95 @@ HttpParser::Limits ClientImpl::parser_limits() const {
   return limits;
 }
 
-ClientExchangePtr ClientImpl::request(const Endpoint& upstream, RequestHead head,
+ClientExchangePtr ClientImpl::request(const Endpoint& upstream, const RequestHead& head,
+                                      RequestOptions request_options,
                                       Callback<ResponseHead> on_response) {
   auto exchange = std::make_shared<ExchangeImpl>(*this, upstream, std::move(on_response));
   link(exchange.get());
-  exchange->start(std::move(head));
+  exchange->start(head, request_options.batchable);
   return exchange;
+}
+
+ExchangeImpl* ClientImpl::open_batch(const std::string& key) const {
+  auto it = open_batches_.find(key);
+  return it == open_batches_.end() ? nullptr : it->second;
+}
+
+void ClientImpl::close_batch(const std::string& key, const ExchangeImpl* owner) {
+  auto it = open_batches_.find(key);
+  if (it != open_batches_.end() && it->second == owner) open_batches_.erase(it);
+}
+
+void ClientImpl::sink(std::unique_ptr<Connection> conn, bool is_head, std::string_view leftover) {
+  Connection* c = conn.get();
+  c->sink_for_ = this;
+  c->sink_is_head_ = is_head;
+  c->stream_->read_resume();
+  c->last_read_ms_ = loop_.now_ms();
+  if (options_.read_timeout.count() > 0) {
+    c->timer_->start(options_.read_timeout);
+    c->timer_armed_ = true;
+  }
+  sinks_.push_back(std::move(conn));
+  if (!leftover.empty()) on_sink_read(c, leftover);
+}
+
+std::unique_ptr<Connection> ClientImpl::take_sink(Connection* conn) {
+  auto pos = std::find_if(sinks_.begin(), sinks_.end(),
+                          [conn](const std::unique_ptr<Connection>& c) { return c.get() == conn; });
+  if (pos == sinks_.end()) return nullptr;
+  auto owned = std::move(*pos);
+  sinks_.erase(pos);
+  owned->timer_->stop();
+  owned->timer_armed_ = false;
+  return owned;
+}
+
+void ClientImpl::on_sink_read(Connection* conn, Result<std::string_view> r) {
+  if (!r) {
+    discard(loop_, take_sink(conn));  // the answers behind it are sent again or fail
+    return;
+  }
+  std::string_view data = *r;
+  conn->last_read_ms_ = loop_.now_ms();
+  auto out = conn->parser_.execute(data);
+  switch (out.state) {
+    case HttpParser::State::Ok:
+      return;
+    case HttpParser::State::Paused: {
+      auto owned = take_sink(conn);
+      if (!owned) return;
+      owned->sink_for_ = this;
+      if (owned->queue_.empty() || !owned->parser_.should_keep_alive()) {
+        if (out.consumed == data.size() && owned->parser_.should_keep_alive()) {
+          owned->parser_.resume();
+          owned->sink_for_ = nullptr;
+          release(std::move(owned));
+        } else {
+          discard(loop_, std::move(owned));
+        }
+        return;
+      }
+      owned->parser_.resume();
+      pass_turn(loop_, std::move(owned), data.substr(out.consumed));
+      return;
+    }
+    default:  // an upgrade or garbage where an answer was due: nothing more can be read here
+      discard(loop_, take_sink(conn));
+      return;
+  }
+}
+
+void ClientImpl::on_sink_timer(Connection* conn) {
+  conn->timer_armed_ = false;
+  const auto timeout = static_cast<std::uint64_t>(options_.read_timeout.count());
+  const std::uint64_t idle = loop_.now_ms() - conn->last_read_ms_;
+  if (idle < timeout) {
+    conn->timer_armed_ = true;
+    conn->timer_->start(std::chrono::milliseconds(timeout - idle));
+    return;
+  }
+  discard(loop_, take_sink(conn));
 }
 
 void ClientImpl::link(ExchangeImpl* exchange) {

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +60,12 @@ void append_chunk_header(std::string& out, std::size_t size);
 /// The pool key for an upstream: "host:port" or "unix:/path".
 std::string upstream_key(const Endpoint& upstream);
 
+/// A batched request waiting on a connection for its answer (see ClientOptions::max_batch).
+struct QueuedRequest {
+  std::weak_ptr<ExchangeImpl> exchange;  // expired or failed: its answer is read and dropped
+  bool is_head = false;                  // that answer has no body whatever its headers say
+};
+
 /// A socket to an upstream with its response parser and a timer (read timeout while busy,
 /// idle timeout while pooled).
 class Connection final : public HttpParser::Listener {
@@ -82,6 +89,8 @@ class Connection final : public HttpParser::Listener {
  private:
   friend class ExchangeImpl;
   friend class ClientImpl;
+  friend void discard(Loop& loop, std::unique_ptr<Connection> conn);
+  friend void pass_turn(Loop& loop, std::unique_ptr<Connection> conn, std::string_view leftover);
 
   bool on_response_head(ResponseHead&& head) override;
   void on_body(std::string_view data) override;
@@ -97,13 +106,24 @@ class Connection final : public HttpParser::Listener {
   std::string key_;
   ExchangeImpl* owner_ = nullptr;  // the exchange using it, if busy
   ClientImpl* pool_ = nullptr;     // the client whose pool holds it, if idle
+  // The client holding it while it reads, and drops, the answer to a batched request whose
+  // exchange is gone or cancelled (so the answers behind it still arrive in order).
+  ClientImpl* sink_for_ = nullptr;
+  bool sink_is_head_ = false;
+  // Batched requests written after the owner's, in the order their answers come.
+  std::deque<QueuedRequest> queue_;
+  bool batch_open_ = false;        // the owner's write, the queue's requests in it, is still to go
   std::uint64_t last_read_ms_ = 0;
   std::uint64_t exchanges_ = 0;    // requests started on it: > 0 means a reused connection
   bool timer_armed_ = false;
 };
 
-/// Closes `conn` now and frees it in the next loop iteration.
+/// Closes `conn` now and frees it in the next loop iteration. Batched requests still queued on
+/// it are sent again elsewhere or fail (ExchangeImpl::connection_lost).
 void discard(Loop& loop, std::unique_ptr<Connection> conn);
+/// After an answer on `conn`, the next queued request takes the connection, with the bytes that
+/// followed that answer in the same read.
+void pass_turn(Loop& loop, std::unique_ptr<Connection> conn, std::string_view leftover);
 
 class ExchangeImpl final : public ClientExchange,
                            public std::enable_shared_from_this<ExchangeImpl> {
@@ -111,8 +131,9 @@ class ExchangeImpl final : public ClientExchange,
   ExchangeImpl(ClientImpl& client, const Endpoint& upstream, Callback<ResponseHead> on_response);
   ~ExchangeImpl() override;
 
-  /// Serialises the head and starts on an idle or new connection.
-  void start(RequestHead&& head);
+  /// Serialises the head and starts on an idle or new connection, or joins the batch open
+  /// for the same upstream.
+  void start(const RequestHead& head, bool batchable);
 
   bool write(std::string_view data) override;
   void set_drain_handler(MoveOnlyFunction<void()> on_drain) override;
@@ -125,6 +146,11 @@ class ExchangeImpl final : public ClientExchange,
 
   /// The client is going away: fail with Cancelled and forget it.
   void client_destroyed();
+  /// Queued on a connection that is being discarded: `sent` says whether our request went out.
+  void connection_lost(bool sent);
+  /// Our answer is next on `conn` (handed over after the previous one).
+  void take_turn(std::unique_ptr<Connection> conn, std::string_view leftover);
+  bool failed() const { return failed_; }
 
   /// A strong reference held by the library while it runs code on the exchange (an event, a
   /// deferred task), counted so that a user dropping theirs can be told apart.
@@ -155,13 +181,15 @@ class ExchangeImpl final : public ClientExchange,
   void on_conn_drain();
 
   void connect();
+  void dispatch();
+  void join(ExchangeImpl& owner);
   void on_connected(Result<StreamPtr> r);
   void attach(std::unique_ptr<Connection> conn, bool may_call_user);
   void flush(bool may_call_user);
   void schedule_flush();
   void send_body(std::string_view data, bool last);
   bool above_watermark() const;
-  void finish_response(bool clean);
+  void finish_response(bool clean, std::string_view rest);
   void on_upgrade(std::string_view rest);
   void retry();
   void fail(Error error);
@@ -213,6 +241,8 @@ class ExchangeImpl final : public ClientExchange,
   bool upgraded_ = false;
   bool finished_ = false;          // the response was fully read (or handed over)
   bool failed_ = false;
+  bool batchable_ = false;         // may open a batch that others join
+  std::size_t batch_size_ = 0;     // requests in the batch we opened, ours included
 
   long guards_ = 0;                // live Guards (the library's own references)
   ExchangeImpl* prev_ = nullptr;   // the client's list of live exchanges
@@ -224,7 +254,8 @@ class ClientImpl final : public HttpClient {
   ClientImpl(Loop& loop, ClientOptions options);
   ~ClientImpl() override;
 
-  ClientExchangePtr request(const Endpoint& upstream, RequestHead head,
+  using HttpClient::request;
+  ClientExchangePtr request(const Endpoint& upstream, const RequestHead& head, RequestOptions request_options,
                             Callback<ResponseHead> on_response) override;
   void fetch(const Endpoint& upstream, RequestHead head, std::string body,
              Callback<FetchResponse> done, std::size_t max_body) override;
@@ -242,6 +273,15 @@ class ClientImpl final : public HttpClient {
   /// Removes an idle connection that closed, sent unsolicited bytes or expired.
   void drop_idle(Connection* conn);
   void count_opened() { ++opened_; }
+  bool destroying() const { return destroying_; }
+  /// The exchange whose batch to `key` is still open (its write not yet made), or null.
+  ExchangeImpl* open_batch(const std::string& key) const;
+  void set_open_batch(const std::string& key, ExchangeImpl* owner) { open_batches_[key] = owner; }
+  void close_batch(const std::string& key, const ExchangeImpl* owner);
+  /// Holds `conn` while it drops the answer to a batched request nobody waits for any more.
+  void sink(std::unique_ptr<Connection> conn, bool is_head, std::string_view leftover);
+  void on_sink_read(Connection* conn, Result<std::string_view> r);
+  void on_sink_timer(Connection* conn);
   void link(ExchangeImpl* exchange);
   void unlink(ExchangeImpl* exchange);
 
@@ -254,6 +294,11 @@ class ClientImpl final : public HttpClient {
   std::size_t idle_count_ = 0;
   std::uint64_t opened_ = 0;
   ExchangeImpl* exchanges_ = nullptr;
+  std::unordered_map<std::string, ExchangeImpl*> open_batches_;
+  std::vector<std::unique_ptr<Connection>> sinks_;
+  bool destroying_ = false;
+
+  std::unique_ptr<Connection> take_sink(Connection* conn);
 };
 
 }  // namespace terminals::detail

@@ -134,6 +134,40 @@ void send_error(ServerExchange& ex, int status, std::string_view message) {
              JsonWriter().object().field("error", message).end_object().take());
 }
 
+// Whether the agent answers `head` at once, from memory: such requests may be batched (one
+// connection, one write; see ClientOptions::max_batch). Anything that may take long (a file
+// transfer, a search, a long poll with `wait`, a port proxy, /ports' scan off the loop) is not,
+// as its answer would hold up the ones pipelined behind it.
+bool answers_at_once(const RequestHead& head) {
+  if (head.method != "GET" && head.method != "HEAD") return false;
+  std::string_view path = head.path();
+  static constexpr std::array<std::string_view, 8> kExact = {
+      "/health", "/api/config", "/system", "/info", "/openapi.json", "/files/cwd",
+      "/api/terminals", "/execute"};
+  if (std::find(kExact.begin(), kExact.end(), path) != kExact.end()) return true;
+  auto one_segment_after = [&](std::string_view prefix, std::string_view suffix) {
+    if (!path.starts_with(prefix) || !path.ends_with(suffix) ||
+        path.size() <= prefix.size() + suffix.size()) {
+      return false;
+    }
+    std::string_view id = path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
+    return id.find('/') == std::string_view::npos;
+  };
+  if (one_segment_after("/api/terminals/", "")) return true;
+  if (one_segment_after("/execute/", "/status")) {
+    // `wait` makes it a long poll.
+    for (std::string_view q = head.query(); !q.empty();) {
+      std::size_t amp = q.find('&');
+      std::string_view pair = q.substr(0, amp);
+      if (pair == "wait" || pair.starts_with("wait=")) return false;
+      if (amp == std::string_view::npos) break;
+      q.remove_prefix(amp + 1);
+    }
+    return true;
+  }
+  return false;
+}
+
 // The request head for the agent.
 RequestHead upstream_head(const ServerExchange& ex, const ProxyTarget& target,
                           const ForwardOptions& options) {
@@ -192,6 +226,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
     // A small body is kept until the response starts, so that a refused connect (nothing
     // delivered) can be retried with it, like a request without one.
     keep_copy_ = has_body_ && !in.chunked && *in.content_length <= kReplayableBody;
+    batchable_ = !has_body_ && !in.upgrade && answers_at_once(head_);
     where_ = "the terminal's agent (" + endpoint_kind(endpoint_) + ")";
   }
 
@@ -217,9 +252,10 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
     if (!shared_->client) return fail(503, "The terminal proxy is shutting down");
     auto self = shared_from_this();
     ++attempts_;
-    up_ = shared_->client->request(endpoint_, head_, [self](Result<ResponseHead> r) {
-      self->on_response(std::move(r));
-    });
+    up_ = shared_->client->request(endpoint_, head_, RequestOptions{batchable_},
+                                   [self](Result<ResponseHead> r) {
+                                     self->on_response(std::move(r));
+                                   });
     std::weak_ptr<HttpForward> weak = self;
     up_->set_drain_handler([weak] {
       if (auto s = weak.lock()) s->ex_->resume_body();
@@ -413,6 +449,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
   std::string where_;
   bool has_body_ = false;
   bool keep_copy_ = false;
+  bool batchable_ = false;
   std::string body_copy_;  // while keep_copy_ and no response yet
   bool body_reading_ = false;
   bool body_ended_ = false;
@@ -438,6 +475,7 @@ class TerminalProxyImpl final : public TerminalProxy {
     // past the pool opens (and the agent accepts) a new connection; bench/run proxy measured 8
     // costing about half the throughput at 64 concurrent requests. Idle ones close after 30 s.
     client.max_idle_per_upstream = 64;
+    client.max_batch = options.max_batch;
     shared_->client = HttpClient::create(loop, client);
   }
 

@@ -57,6 +57,10 @@ struct ProxyOptions {
   std::chrono::milliseconds idle_timeout{300000};
   /// WebSocket tunnels open at once; beyond, upgrades get 503.
   std::size_t max_tunnels = 10000;
+  /// Status polls to one terminal that arrive together (GET /health, /files/cwd,
+  /// /execute/{id}/status without `wait`, ...: routes the agent answers at once) go to it
+  /// pipelined, up to this many on one connection in one write. 1: never.
+  std::size_t max_batch = 16;
 };
 
 struct ForwardOptions {
