@@ -40,6 +40,10 @@ struct Settings {
   std::string log_level = "info";        ///< TERMINALS_LOG_LEVEL: debug | info | warning | error
   std::chrono::seconds proxy_connect_timeout{10};  ///< TERMINALS_PROXY_CONNECT_TIMEOUT_SECONDS
   std::chrono::seconds proxy_read_timeout{360};    ///< TERMINALS_PROXY_READ_TIMEOUT_SECONDS
+  /// TERMINALS_PROXY_BATCH (ours): status polls to one terminal that arrive together (GET
+  /// /health, /files/cwd, /execute/{id}/status without wait, ...) are pipelined to its agent,
+  /// up to this many per connection and write. 1 turns it off.
+  std::size_t proxy_batch = 16;
   std::string max_cpu;         ///< TERMINALS_MAX_CPU: cap on policies' CPU (any unit spelling)
   std::string max_memory;      ///< TERMINALS_MAX_MEMORY
   std::string max_storage;     ///< TERMINALS_MAX_STORAGE

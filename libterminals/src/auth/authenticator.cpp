@@ -132,7 +132,11 @@ Result<std::unique_ptr<Authenticator>> Authenticator::create(Loop& loop, AuthOpt
     return Error(Errc::InvalidArgument, "token cache TTLs must not be negative");
   }
   std::unique_ptr<Authenticator> auth(new Authenticator(loop, std::move(options)));
-  if (!auth->options_.service_key.empty()) auth->service_key_digest_ = sha256_hex(auth->options_.service_key);
+  if (!auth->options_.service_key.empty()) {
+    unsigned char d[32];
+    sha256_raw(auth->options_.service_key, d);
+    auth->service_key_digest_.assign(reinterpret_cast<const char*>(d), sizeof(d));
+  }
   if (!auth->options_.open_mode && auth->open_webui_mode() && auth->options_.jwt_secret.empty()) {
     if (curl) {
       auth->curl_ = curl;
@@ -168,7 +172,10 @@ bool Authenticator::is_service_key(std::string_view bearer) const {
   if (options_.open_mode) return true;
   if (service_key_digest_.empty()) return false;
   // Digests have one length, so neither the key's length nor its prefix leaks.
-  return constant_time_equals(sha256_hex(bearer), service_key_digest_);
+  unsigned char d[32];
+  sha256_raw(bearer, d);
+  return constant_time_equals(std::string_view(reinterpret_cast<const char*>(d), sizeof(d)),
+                              service_key_digest_);
 }
 
 Status Authenticator::authenticate_admin(const RequestHead& head) const {

@@ -165,7 +165,7 @@ class Authenticator {
 
   Loop& loop_;
   AuthOptions options_;
-  std::string service_key_digest_;  // sha256 of the key: compared instead of the key itself
+  std::string service_key_digest_;  // raw sha256 of the key: compared instead of the key itself
   CurlMulti* curl_ = nullptr;
   std::unique_ptr<CurlMulti> own_curl_;
   std::unordered_map<std::string, CacheEntry> cache_;  // by sha256_hex(token)

@@ -134,7 +134,7 @@ const std::vector<std::string>& known_setting_names() {
       "TERMINALS_DOCKER_DATA_DIR", "TERMINALS_IMAGE", "TERMINALS_API_KEY", "TERMINALS_OPEN_WEBUI_URL",
       "TERMINALS_TOKEN_CACHE_TTL", "TERMINALS_OPEN_WEBUI_JWT_SECRET", "TERMINALS_INSECURE_OPEN",
       "TERMINALS_IDLE_TIMEOUT_MINUTES", "TERMINALS_LOG_LEVEL", "TERMINALS_PROXY_CONNECT_TIMEOUT_SECONDS",
-      "TERMINALS_PROXY_READ_TIMEOUT_SECONDS", "TERMINALS_MAX_CPU", "TERMINALS_MAX_MEMORY",
+      "TERMINALS_PROXY_READ_TIMEOUT_SECONDS", "TERMINALS_PROXY_BATCH", "TERMINALS_MAX_CPU", "TERMINALS_MAX_MEMORY",
       "TERMINALS_MAX_STORAGE", "TERMINALS_ALLOWED_IMAGES", "TERMINALS_ISOLATION", "TERMINALS_AGENT_PATH",
       "TERMINALS_MAX_CONCURRENT_PROVISIONS", "TERMINALS_MAX_QUEUED_PROVISIONS",
       "TERMINALS_DOCKER_HOST", "TERMINALS_DOCKER_NETWORK", "TERMINALS_NETWORK", "TERMINALS_DOCKER_MOUNTS",
@@ -288,6 +288,12 @@ Result<Settings> load_settings(const SettingsInput& input) {
        seconds("TERMINALS_PROXY_CONNECT_TIMEOUT_SECONDS", s.proxy_connect_timeout, 3600));
   take("TERMINALS_PROXY_READ_TIMEOUT_SECONDS",
        seconds("TERMINALS_PROXY_READ_TIMEOUT_SECONDS", s.proxy_read_timeout, 86400));
+  take("TERMINALS_PROXY_BATCH", [&](const std::string& v) -> Status {
+    auto n = parse_unsigned("TERMINALS_PROXY_BATCH", v, 1, 64, "a number from 1 (off) to 64");
+    if (!n) return std::move(n).error();
+    s.proxy_batch = static_cast<std::size_t>(*n);
+    return {};
+  });
   take("TERMINALS_MAX_CPU", str(s.max_cpu));
   take("TERMINALS_MAX_MEMORY", str(s.max_memory));
   take("TERMINALS_MAX_STORAGE", str(s.max_storage));

@@ -20,6 +20,8 @@ Result<std::string> random_token(std::size_t bytes = 32);
 bool constant_time_equals(std::string_view a, std::string_view b) noexcept;
 
 std::string sha256_hex(std::string_view data);
+/// The 32-byte digest into `out`, without allocating (for per-request checks).
+void sha256_raw(std::string_view data, unsigned char out[32]);
 std::string sha1_raw(std::string_view data);
 std::string hmac_sha256_raw(std::string_view key, std::string_view data);
 

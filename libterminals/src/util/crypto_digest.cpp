@@ -5,6 +5,7 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
+#include <memory>
 #include <string>
 
 #include "util/crypto.hpp"
@@ -15,14 +16,24 @@ namespace {
 constexpr char kHex[] = "0123456789abcdef";
 }  // namespace
 
-std::string sha256_hex(std::string_view data) {
-  // Fetched once: SHA256() looks the algorithm up (under a lock) on every call, which showed in
-  // serve's profile since every request's service key is hashed before the comparison.
+void sha256_raw(std::string_view data, unsigned char out[32]) {
+  // Every request's key is hashed before it is compared, and this showed in serve's profile:
+  // SHA256() looks the algorithm up under a lock on each call and EVP_Digest() allocates a
+  // context. So the algorithm is fetched once and each thread reuses one context.
   static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  if (!md || EVP_Digest(data.data(), data.size(), d, nullptr, md, nullptr) != 1) {
-    SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), d);
+  thread_local const std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(),
+                                                                              EVP_MD_CTX_free);
+  if (md && ctx && EVP_DigestInit_ex2(ctx.get(), md, nullptr) == 1 &&
+      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) == 1 &&
+      EVP_DigestFinal_ex(ctx.get(), out, nullptr) == 1) {
+    return;
   }
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), out);
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  sha256_raw(data, d);
   std::string out(sizeof(d) * 2, '0');
   for (std::size_t i = 0; i < sizeof(d); ++i) {
     out[2 * i] = kHex[d[i] >> 4];

@@ -32,6 +32,7 @@ TEST_CASE("settings: defaults match the reference where they share a name") {
   CHECK(s->idle_timeout == 0min);
   CHECK(s->image == "ghcr.io/open-webui/open-terminal:latest");
   CHECK(s->proxy_connect_timeout == 10s);
+  CHECK(s->proxy_batch == 16);
   CHECK(s->sources.at("TERMINALS_PORT") == "default");
   CHECK(!s->insecure_open);
 }
@@ -57,6 +58,10 @@ TEST_CASE("settings: bad values name the variable and what was expected") {
   CHECK(port.error().message == "TERMINALS_PORT: 'abc' is not a port number (1-65535)");
   CHECK(!load_settings(env_only({"TERMINALS_PORT=70000"})).has_value());
   CHECK(!load_settings(env_only({"TERMINALS_PORT=0"})).has_value());
+  auto batch = load_settings(env_only({"TERMINALS_PROXY_BATCH=0"}));
+  REQUIRE(!batch.has_value());
+  CHECK(batch.error().message == "TERMINALS_PROXY_BATCH: '0' is not a number from 1 (off) to 64");
+  CHECK(load_settings(env_only({"TERMINALS_PROXY_BATCH=1"}))->proxy_batch == 1);
   auto backend = load_settings(env_only({"TERMINALS_BACKEND=podman"}));
   REQUIRE(!backend.has_value());
   CHECK(backend.error().message.find("TERMINALS_BACKEND") == 0);
