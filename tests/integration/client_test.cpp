@@ -1264,6 +1264,44 @@ TEST_CASE("client: a batch whose first request is cancelled before the write sti
   f.check_no_leaks();
 }
 
+TEST_CASE("client: the first of a batch cancelled after the write keeps the connection for the rest") {
+  test::LoopFixture f;
+  Upstream::Conn* held = nullptr;
+  std::vector<std::string> targets;
+  Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [&](Upstream::Conn& c) {
+    if (c.head.target == "/warm") return c.send(ok_response("warm"));
+    held = &c;  // answered later, in order, by the test
+    targets.push_back(c.head.target);
+  });
+  auto client = HttpClient::create(*f.loop, batching(8));
+  warm(*f.loop, *client, up.endpoint());
+  std::vector<Recorder> recs(3);
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    start_batched(recs[i], *client, up.endpoint(), get("/r/" + std::to_string(i)));
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return targets.size() == 3; }));
+  SUBCASE("before its answer") {
+    recs[0].exchange->cancel();  // as the proxy does when its client goes away
+    for (const auto& t : targets) held->send(ok_response("answer to " + t));
+  }
+  SUBCASE("in the middle of its answer") {
+    held->send("HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\npart");
+    REQUIRE(test::run_until(*f.loop, [&] { return recs[0].body == "part"; }));
+    recs[0].exchange->cancel();
+    held->send(std::string(16, 'x'));
+    for (std::size_t i = 1; i < targets.size(); ++i) held->send(ok_response("answer to " + targets[i]));
+  }
+  REQUIRE(test::run_until(*f.loop, [&] { return recs[1].end && recs[2].end; }));
+  CHECK(recs[1].body == "answer to /r/1");
+  CHECK(recs[2].body == "answer to /r/2");
+  CHECK(client->connections_opened() == 1);  // nothing sent again
+  CHECK(up.requests == 4);
+  REQUIRE(test::run_until(*f.loop, [&] { return client->idle_connection_count() == 1; }));
+  client.reset();
+  up.shut();
+  f.check_no_leaks();
+}
+
 TEST_CASE("client: destroying the client with batched requests waiting cancels them all") {
   test::LoopFixture f;
   Upstream up(*f.loop, Endpoint::tcp("127.0.0.1", 0), [&](Upstream::Conn& c) {

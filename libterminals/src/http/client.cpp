@@ -425,7 +425,9 @@ void ExchangeImpl::on_conn_read(Result<std::string_view> r) {
   std::string_view data = *r;
   c->last_read_ms_ = loop_.now_ms();
   got_bytes_ = true;
+  parsing_ = true;
   auto out = c->parser_.execute(data);
+  parsing_ = false;
   if (conn_.get() != c || failed_) return;  // cancelled from a callback during the parse
   switch (out.state) {
     case HttpParser::State::Ok:
@@ -726,7 +728,15 @@ void ExchangeImpl::fail(Error error) {
   if (conn_) {
     if (conn_->batch_open_ && client_) client_->close_batch(key_, this);
     conn_->owner_ = nullptr;
-    discard(loop_, std::move(conn_));
+    // Cancelled (a client gone) with batched requests queued behind ours, which went out whole:
+    // the connection stays, our answer is read and dropped, and theirs follow as if nothing
+    // happened. Not from inside a parse of this connection (the parser is mid-call), and not
+    // for failures that leave the connection unusable.
+    const bool keep_for_queue = error.code == Errc::Cancelled && !parsing_ &&
+                                !conn_->queue_.empty() && !conn_->batch_open_ && head_flushed_ &&
+                                request_complete_ && !upgraded_ && client_ && !client_->destroying();
+    if (keep_for_queue) client_->sink(std::move(conn_), is_head_, {});
+    else discard(loop_, std::move(conn_));
   }
   out_.clear();
   replay_.clear();

@@ -242,6 +242,7 @@ class ExchangeImpl final : public ClientExchange,
   bool finished_ = false;          // the response was fully read (or handed over)
   bool failed_ = false;
   bool batchable_ = false;         // may open a batch that others join
+  bool parsing_ = false;           // inside our connection's parser (its callbacks run)
   std::size_t batch_size_ = 0;     // requests in the batch we opened, ours included
 
   long guards_ = 0;                // live Guards (the library's own references)
