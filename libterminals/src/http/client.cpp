@@ -197,8 +197,10 @@ void ExchangeImpl::dispatch() {
 
 // Our request goes out in `owner`'s write and waits on its connection for its turn.
 void ExchangeImpl::join(ExchangeImpl& owner) {
-  replay_ = out_;  // to send it again if the connection fails before our answer
+  // Room for a full batch of requests like this one, so the write grows once, not by doubling.
+  if (owner.batch_size_ == 1) owner.out_.reserve(owner.out_.size() + out_.size() * (options_.max_batch - 1));
   owner.out_.append(out_);
+  replay_ = std::move(out_);  // to send it again if the connection fails before our answer
   out_.clear();
   owner.conn_->queue_.push_back(QueuedRequest{weak_from_this(), is_head_});
   if (++owner.batch_size_ >= options_.max_batch) client_->close_batch(key_, &owner);
@@ -530,12 +532,13 @@ void ExchangeImpl::finish_response(bool clean, std::string_view rest) {
                     conn->stream_->write_queue_size() == 0;
   // Batched requests wait for their answers on this connection: the bytes after ours are
   // theirs, and the next one takes the connection once our exchange is done with it.
+  // `rest` stays valid until we return: it is the read buffer being delivered (no other read can
+  // happen meanwhile), so it is passed on without a copy (a copy per answer was quadratic in
+  // the batch and showed in the profile).
   std::unique_ptr<Connection> next_turn;
-  std::string leftover;
   if (keep && !conn->queue_.empty()) {
     conn->parser_.resume();
     conn->sink_for_ = client_;
-    leftover.assign(rest.data(), rest.size());
     next_turn = std::move(conn);
   } else if (keep && clean) {
     conn->parser_.resume();
@@ -559,7 +562,7 @@ void ExchangeImpl::finish_response(bool clean, std::string_view rest) {
       discard(loop_, std::move(next_turn));
       return;
     }
-    pass_turn(loop_, std::move(next_turn), leftover);
+    pass_turn(loop_, std::move(next_turn), rest);
   }
 }
 

@@ -23,6 +23,9 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
 }
 
 void Headers::add(std::string name, std::string value) {
+  // Most heads have a handful of headers: one allocation for them instead of the vector
+  // growing 1, 2, 4, 8 (it showed among serve's allocations per proxied request).
+  if (list_.capacity() == 0) list_.reserve(8);
   list_.push_back({std::move(name), std::move(value)});
 }
 

@@ -70,30 +70,13 @@ void ServerExchangeImpl::resume_body() {
   if (live()) conn_->resume_body(*this);
 }
 
-namespace {
-
-// The response's own headers plus the exchange's added ones it does not set itself.
-Headers with_extra(const Headers& own, const Headers& extra) {
-  if (extra.empty()) return own;
-  Headers merged = own;
-  for (const auto& h : extra) {
-    if (!own.has(h.name)) merged.add(h.name, h.value);
-  }
-  return merged;
-}
-
-}  // namespace
-
 bool ServerExchangeImpl::write_head(const ResponseHead& head) {
   if (!live() || head_written_) return false;
   std::optional<std::uint64_t> length;
   if (auto v = head.headers.get("content-length")) length = parse_content_length(*v);
   else if (head.content_length) length = head.content_length;
-  if (extra_headers_.empty()) {
-    return conn_->start_response(*this, head.status, head.reason, head.headers, length, true);
-  }
-  return conn_->start_response(*this, head.status, head.reason, with_extra(head.headers, extra_headers_),
-                               length, true);
+  return conn_->start_response(*this, head.status, head.reason, head.headers, length, true,
+                               &extra_headers_);
 }
 
 bool ServerExchangeImpl::write(std::string_view data) {
@@ -115,7 +98,7 @@ void ServerExchangeImpl::respond(int status, Headers headers, std::string_view b
   if (!live()) return;
   // Head and body are assembled together and go out in one write from end().
   if (!head_written_) {
-    conn_->start_response(*this, status, {}, with_extra(headers, extra_headers_), body.size(), false);
+    conn_->start_response(*this, status, {}, headers, body.size(), false, &extra_headers_);
   }
   conn_->end(*this, body);
 }
@@ -527,7 +510,7 @@ void ServerConnection::deliver_body_end_if_ready() {
 
 bool ServerConnection::start_response(ServerExchangeImpl& ex, int status, std::string_view reason,
                                       const Headers& headers, std::optional<std::uint64_t> length,
-                                      bool flush_later) {
+                                      bool flush_later, const Headers* extra) {
   ex.head_written_ = true;
   response_started_ = true;
   // A 1xx is never a final response (100 Continue is ours, 101 goes through take_upgrade): a
@@ -535,7 +518,8 @@ bool ServerConnection::start_response(ServerExchangeImpl& ex, int status, std::s
   if (status < 200 || status > 999) status = 500;
   const bool no_body = ex.head_request_ || status == 204 || status == 304;
   bool close = close_after_response_ || !keep_alive_ || parser_dead_ || peer_eof_ ||
-               owner_.shutting_down() || headers.has_token("connection", "close");
+               owner_.shutting_down() || headers.has_token("connection", "close") ||
+               (extra && extra->has_token("connection", "close"));
   // The client waits for "100 Continue" before sending a body we never asked for: we cannot
   // tell where its next request would start.
   if (ex.head_.expect_continue && !ex.continue_sent_ && !msg_complete_ && request_has_body(ex.head_)) {
@@ -556,6 +540,13 @@ bool ServerConnection::start_response(ServerExchangeImpl& ex, int status, std::s
   for (const auto& h : headers) {
     if (is_framing_header(h.name) || !is_safe_header(h.name, h.value)) continue;
     append_header(out_, h.name, h.value);
+  }
+  // The exchange's added headers (add_response_header), unless the response sets its own.
+  if (extra) {
+    for (const auto& h : *extra) {
+      if (headers.has(h.name) || is_framing_header(h.name) || !is_safe_header(h.name, h.value)) continue;
+      append_header(out_, h.name, h.value);
+    }
   }
   if (length && status != 204) {
     out_.append("Content-Length: ");

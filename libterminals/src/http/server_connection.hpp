@@ -158,7 +158,7 @@ class ServerConnection final : private HttpParser::Listener {
   // Response.
   bool start_response(ServerExchangeImpl& ex, int status, std::string_view reason,
                       const Headers& headers, std::optional<std::uint64_t> length,
-                      bool flush_later);
+                      bool flush_later, const Headers* extra = nullptr);
   bool write_body(ServerExchangeImpl& ex, std::string_view data, bool last);
   void response_done(ServerExchangeImpl& ex);
   bool send(std::string_view data);
