@@ -1083,6 +1083,24 @@ void start_batched(Recorder& rec, HttpClient& client, const Endpoint& where, Req
 bool all_ended(const std::vector<Recorder>& recs) {
   return std::all_of(recs.begin(), recs.end(), [](const Recorder& r) { return r.end.has_value(); });
 }
+
+// Starts every recorder on `prefix` + its index, all in this iteration (one batch if they fit).
+void start_all(std::vector<Recorder>& recs, HttpClient& client, const Endpoint& where,
+               const std::string& prefix) {
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    start_batched(recs[i], client, where, get(prefix + std::to_string(i)));
+  }
+}
+
+// Each recorder got its own answer ("answer to <its target>"), whole.
+void check_answers(const std::vector<Recorder>& recs, const std::string& prefix) {
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(*recs[i].head);
+    CHECK(code_of(*recs[i].end) == kNoError);
+    CHECK(recs[i].body == "answer to " + prefix + std::to_string(i));
+  }
+}
 }  // namespace
 
 TEST_CASE("client: batchable requests started together share a connection and a write") {
@@ -1095,29 +1113,18 @@ TEST_CASE("client: batchable requests started together share a connection and a 
   auto client = HttpClient::create(*f.loop, batching(4));
   warm(*f.loop, *client, up.endpoint());
   std::vector<Recorder> recs(4);
-  for (std::size_t i = 0; i < recs.size(); ++i) {
-    start_batched(recs[i], *client, up.endpoint(), get("/poll/" + std::to_string(i)));
-  }
+  start_all(recs, *client, up.endpoint(), "/poll/");
   REQUIRE(test::run_until(*f.loop, [&] { return all_ended(recs); }));
-  for (std::size_t i = 0; i < recs.size(); ++i) {
-    CAPTURE(i);
-    REQUIRE(*recs[i].head);
-    CHECK(code_of(*recs[i].end) == kNoError);
-    CHECK(recs[i].body == "answer to /poll/" + std::to_string(i));
-  }
+  check_answers(recs, "/poll/");
   CHECK(client->connections_opened() == 1);
   CHECK(up.most_in_one_read == 4);  // one write, read at once by the server
   CHECK(client->idle_connection_count() == 1);
 
   SUBCASE("a full batch starts another, on another connection") {
     std::vector<Recorder> more(6);
-    for (std::size_t i = 0; i < more.size(); ++i) {
-      start_batched(more[i], *client, up.endpoint(), get("/more/" + std::to_string(i)));
-    }
+    start_all(more, *client, up.endpoint(), "/more/");
     REQUIRE(test::run_until(*f.loop, [&] { return all_ended(more); }));
-    for (std::size_t i = 0; i < more.size(); ++i) {
-      CHECK(more[i].body == "answer to /more/" + std::to_string(i));
-    }
+    check_answers(more, "/more/");
     // 4 on the pooled connection; the 5th found no idle one and connected (a new connection
     // is written at once, without a batch), and so did the 6th.
     CHECK(client->connections_opened() == 3);
@@ -1201,16 +1208,9 @@ TEST_CASE("client: a batch's requests are sent once more when its connection fai
   std::vector<Recorder> recs(4);
   SUBCASE("after the first answer") { close_after = 1; }
   SUBCASE("after the third") { close_after = 3; }
-  for (std::size_t i = 0; i < recs.size(); ++i) {
-    start_batched(recs[i], *client, up.endpoint(), get("/r/" + std::to_string(i)));
-  }
+  start_all(recs, *client, up.endpoint(), "/r/");
   REQUIRE(test::run_until(*f.loop, [&] { return all_ended(recs); }));
-  for (std::size_t i = 0; i < recs.size(); ++i) {
-    CAPTURE(i);
-    REQUIRE(*recs[i].head);
-    CHECK(code_of(*recs[i].end) == kNoError);
-    CHECK(recs[i].body == "answer to /r/" + std::to_string(i));
-  }
+  check_answers(recs, "/r/");
   CHECK(closes == 1);
   // The unanswered ones each went again on a connection of their own.
   const int resent = static_cast<int>(recs.size()) - close_after;
@@ -1249,9 +1249,7 @@ TEST_CASE("client: a batch whose first request is cancelled before the write sti
   auto client = HttpClient::create(*f.loop, batching(8));
   warm(*f.loop, *client, up.endpoint());
   std::vector<Recorder> recs(3);
-  for (std::size_t i = 0; i < recs.size(); ++i) {
-    start_batched(recs[i], *client, up.endpoint(), get("/r/" + std::to_string(i)));
-  }
+  start_all(recs, *client, up.endpoint(), "/r/");
   recs[0].exchange->cancel();  // it opened the batch; nothing has been written yet
   REQUIRE(test::run_until(*f.loop, [&] { return recs[0].head && recs[1].end && recs[2].end; }));
   CHECK(code_of(*recs[0].head) == Errc::Cancelled);
@@ -1276,9 +1274,7 @@ TEST_CASE("client: the first of a batch cancelled after the write keeps the conn
   auto client = HttpClient::create(*f.loop, batching(8));
   warm(*f.loop, *client, up.endpoint());
   std::vector<Recorder> recs(3);
-  for (std::size_t i = 0; i < recs.size(); ++i) {
-    start_batched(recs[i], *client, up.endpoint(), get("/r/" + std::to_string(i)));
-  }
+  start_all(recs, *client, up.endpoint(), "/r/");
   REQUIRE(test::run_until(*f.loop, [&] { return targets.size() == 3; }));
   SUBCASE("before its answer") {
     recs[0].exchange->cancel();  // as the proxy does when its client goes away

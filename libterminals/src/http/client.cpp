@@ -70,6 +70,16 @@ void Connection::on_read(Result<std::string_view> r) {
   if (pool_) pool_->drop_idle(this);
 }
 
+bool Connection::rearm_if_read_within(std::chrono::milliseconds timeout) {
+  // Each read only records its time; the timer re-arms itself here for the remainder.
+  const auto limit = static_cast<std::uint64_t>(timeout.count());
+  const std::uint64_t idle = loop_.now_ms() - last_read_ms_;
+  if (idle >= limit) return false;
+  timer_armed_ = true;
+  timer_->start(std::chrono::milliseconds(limit - idle));
+  return true;
+}
+
 void Connection::on_timer() {
   timer_armed_ = false;
   if (owner_) {
@@ -695,15 +705,9 @@ void ExchangeImpl::disarm_read_timer() {
 
 void ExchangeImpl::on_read_timer() {
   Connection* c = conn_.get();
-  if (!c) return;
-  const auto timeout = static_cast<std::uint64_t>(options_.read_timeout.count());
-  const std::uint64_t idle = loop_.now_ms() - c->last_read_ms_;
-  if (idle < timeout) {
-    c->timer_armed_ = true;
-    c->timer_->start(std::chrono::milliseconds(timeout - idle));
-    return;
-  }
-  fail(Error(Errc::Timeout, describe() + " sent nothing for " + std::to_string(timeout) + " ms"));
+  if (!c || c->rearm_if_read_within(options_.read_timeout)) return;
+  fail(Error(Errc::Timeout, describe() + " sent nothing for " +
+                                std::to_string(options_.read_timeout.count()) + " ms"));
 }
 
 void ExchangeImpl::check_abandoned() {
@@ -878,14 +882,7 @@ void ClientImpl::on_sink_read(Connection* conn, Result<std::string_view> r) {
 }
 
 void ClientImpl::on_sink_timer(Connection* conn) {
-  conn->timer_armed_ = false;
-  const auto timeout = static_cast<std::uint64_t>(options_.read_timeout.count());
-  const std::uint64_t idle = loop_.now_ms() - conn->last_read_ms_;
-  if (idle < timeout) {
-    conn->timer_armed_ = true;
-    conn->timer_->start(std::chrono::milliseconds(timeout - idle));
-    return;
-  }
+  if (conn->rearm_if_read_within(options_.read_timeout)) return;
   discard(loop_, take_sink(conn));
 }
 

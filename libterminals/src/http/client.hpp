@@ -13,6 +13,7 @@
 //   may drop the last reference or cancel without freeing the code that called it.
 // - Failures are always delivered from a deferred task; success (head, body, end) directly.
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -97,6 +98,8 @@ class Connection final : public HttpParser::Listener {
   void on_message_complete() override;
   void on_read(Result<std::string_view> r);
   void on_timer();
+  /// The timer fired: if a byte came within `timeout`, waits out the rest and says true.
+  bool rearm_if_read_within(std::chrono::milliseconds timeout);
   void on_drain();
 
   Loop& loop_;
