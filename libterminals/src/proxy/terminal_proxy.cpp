@@ -227,7 +227,6 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
     // delivered) can be retried with it, like a request without one.
     keep_copy_ = has_body_ && !in.chunked && *in.content_length <= kReplayableBody;
     batchable_ = !has_body_ && !in.upgrade && answers_at_once(head_);
-    where_ = "the terminal's agent (" + endpoint_kind(endpoint_) + ")";
   }
 
   ~HttpForward() override { unwatch(); }
@@ -297,7 +296,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
     if (!result) return on_upstream_error(std::move(result).error());
     ResponseHead& in = *result;
     if (in.status == 101) {  // we never ask for an upgrade; a 101 cannot be passed on
-      return fail(502, "Unexpected protocol switch from " + where_);
+      return fail(502, "Unexpected protocol switch from " + where());
     }
     touch();
     ResponseHead out;
@@ -319,7 +318,7 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
           if (self->done_) return;
           if (!status && status.error().code != Errc::Cancelled) {
             log(LogLevel::Warning, "proxy",
-                "response body from " + self->where_ + " cut short: " + status.error().message);
+                "response body from " + self->where() + " cut short: " + status.error().message);
           }
           // Cut short: with a Content-Length the server then closes the connection, so the
           // client sees the truncation.
@@ -336,19 +335,19 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
       const std::uint64_t now = shared_->loop.now_ms();
       if (now < retry_deadline_) return schedule_retry(retry_deadline_ - now);
       if (on_unreachable_) return ask_again();
-      return fail(503, where_ + " did not accept connections within " +
+      return fail(503, where() + " did not accept connections within " +
                            std::to_string(retry_for_.count()) + " ms; the terminal may still be starting");
     }
     if (is_refused_connect(error) && on_unreachable_) return ask_again();
-    log(LogLevel::Warning, "proxy", "request to " + where_ + " failed: " + error.message);
+    log(LogLevel::Warning, "proxy", "request to " + where() + " failed: " + error.message);
     switch (error.code) {
-      case Errc::Timeout: return fail(504, "Timed out connecting to or waiting for " + where_);
-      case Errc::UpstreamProtocol: return fail(502, "Invalid HTTP response from " + where_);
-      case Errc::NotFound: return fail(502, where_ + " is not listening (no socket)");
+      case Errc::Timeout: return fail(504, "Timed out connecting to or waiting for " + where());
+      case Errc::UpstreamProtocol: return fail(502, "Invalid HTTP response from " + where());
+      case Errc::NotFound: return fail(502, where() + " is not listening (no socket)");
       default: break;
     }
-    if (is_refused_connect(error)) return fail(502, "Connection refused by " + where_);
-    return fail(502, "Connection to " + where_ + " failed");
+    if (is_refused_connect(error)) return fail(502, "Connection refused by " + where());
+    return fail(502, "Connection to " + where() + " failed");
   }
 
   // Nobody listens where the terminal was: ask the caller, once, where it is now.
@@ -364,12 +363,11 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
         return self->fail(status, e.message);
       }
       if (self->has_body_ && !self->keep_copy_) {
-        return self->fail(503, self->where_ + " was not reachable and the terminal was checked or "
+        return self->fail(503, self->where() + " was not reachable and the terminal was checked or "
                                               "started again; send the request again");
       }
       self->endpoint_ = target->endpoint;
       self->head_.headers.set("Authorization", "Bearer " + target->api_key);
-      self->where_ = "the terminal's agent (" + endpoint_kind(self->endpoint_) + ")";
       self->retry_for_ = kRetryAfterRecheck;
       self->retry_deadline_ = self->shared_->loop.now_ms() + static_cast<std::uint64_t>(kRetryAfterRecheck.count());
       self->attempt();
@@ -394,15 +392,18 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
     retry_timer_->start(std::min(kRetryInterval, std::chrono::milliseconds(remaining_ms)));
   }
 
+  // For messages only (built when one is needed, not per request).
+  std::string where() const { return "the terminal's agent (" + endpoint_kind(endpoint_) + ")"; }
+
   void on_idle_timeout() override {
     auto self = shared_from_this();  // cancelling the upstream may drop the other references
     if (done_) return;
     if (up_) up_->cancel();
     if (!head_sent_) {
-      return fail(504, "No response from " + where_ + " within " +
+      return fail(504, "No response from " + where() + " within " +
                            std::to_string(shared_->options.idle_timeout.count()) + " ms");
     }
-    log(LogLevel::Warning, "proxy", "exchange with " + where_ + " idle, closed");
+    log(LogLevel::Warning, "proxy", "exchange with " + where() + " idle, closed");
     ex_->end();  // short of its length: the client sees the truncation
     finish();
   }
@@ -446,7 +447,6 @@ class HttpForward : public std::enable_shared_from_this<HttpForward>, private Id
   std::chrono::milliseconds retry_for_;
   ActivityLimiter activity_;
   MoveOnlyFunction<void(MoveOnlyFunction<void(Result<ProxyTarget>)>)> on_unreachable_;
-  std::string where_;
   bool has_body_ = false;
   bool keep_copy_ = false;
   bool batchable_ = false;
