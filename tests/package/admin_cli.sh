@@ -148,6 +148,23 @@ for user in alice bob; do
   fi
 done
 expect 0 "^alice +default +default +running +[0-9]+s +0 +[^ ]+ +" "" -- terminals ls
+# serve restarts itself with a larger glibc allocator cache (cli/main.cpp); its terminals get an
+# environment of their own, without it.
+if [[ -r /proc/$serve_pid/environ ]] && ldd "$cli" 2>/dev/null | grep -q 'libc\.so\.6'; then
+  if ! tr '\0' '\n' <"/proc/$serve_pid/environ" | grep -qx 'GLIBC_TUNABLES=glibc.malloc.tcache_count=128'; then
+    echo "FAIL  serve runs without GLIBC_TUNABLES=glibc.malloc.tcache_count=128"
+    failures=$((failures + 1))
+  else
+    echo "ok    serve runs with a larger allocator cache"
+  fi
+  agent_pid=$(pgrep -f -- "--home $tmp/" | head -1)
+  if [[ -z $agent_pid ]] || tr '\0' '\n' <"/proc/$agent_pid/environ" | grep -q '^GLIBC_TUNABLES='; then
+    echo "FAIL  a terminal's agent (pid ${agent_pid:-none}) inherited GLIBC_TUNABLES or was not found"
+    failures=$((failures + 1))
+  else
+    echo "ok    the terminals' agents do not inherit it"
+  fi
+fi
 expect 0 "^bob +default +default +running" "" -- terminals ls --policy default
 expect 0 "^alice " "" -- terminals ls --user alice
 refute_out '^bob '
