@@ -2,12 +2,15 @@
 
 // The HTTP/1.1 client behind HttpClient: a keep-alive pool per upstream, one ExchangeImpl per
 // request, and the Connection (socket + response parser + timer) that an exchange borrows from
-// the pool or opens, and gives back only when the exchange ended cleanly.
+// the pool or opens, and gives back only when the exchange ended cleanly. Batchable requests
+// that start together share one connection (ClientOptions::max_batch): the first owns it, the
+// others wait in its queue and take it in turn as the answers come back in order.
 //
 // Lifetime, in short:
-// - A Connection is owned by exactly one of: an exchange (busy), the client's pool (idle), or a
-//   deferred delete (closed). It is never freed synchronously, so its socket and parser may be
-//   closed from inside their own callbacks.
+// - A Connection is owned by exactly one of: an exchange (busy, then handed to the next queued
+//   one), the client's pool (idle), the client's sinks (reading and dropping the answer of a
+//   queued request nobody waits for), or a deferred delete (closed). It is never freed
+//   synchronously, so its socket and parser may be closed from inside their own callbacks.
 // - An exchange is a shared_ptr owned by the user. Every entry from the event loop (read, timer,
 //   drain, deferred task, connect) holds a strong reference for its duration, so a user callback
 //   may drop the last reference or cancel without freeing the code that called it.
