@@ -11,7 +11,7 @@ struct HttpParser::Impl {
     settings.on_url = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->target, at, n); };
     settings.on_status = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->reason, at, n); };
     settings.on_header_field = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->field, at, n); };
-    settings.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return self(p)->append(self(p)->value, at, n); };
+    settings.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_value(at, n); };
     settings.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_done(); };
     settings.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
     settings.on_body = [](llhttp_t* p, const char* at, size_t n) {
@@ -47,6 +47,28 @@ struct HttpParser::Impl {
     }
     into.append(at, n);
     return 0;
+  }
+
+  // llhttp 8 accepts obsolete line folding (a header line starting with SP or HTAB continues the
+  // previous value) and hands the continuation over as one more value span, but decides
+  // Connection/Content-Length/Transfer-Encoding from the first line alone: the head we would
+  // pass on then means something else than what llhttp framed. RFC 9112 5.2 lets a server
+  // refuse folding with 400; we do, for responses too (no agent folds).
+  int on_value(const char* at, size_t n) {
+    if (n > 0 && follows_line_break(at)) {
+      protocol_error = "obsolete line folding (a header line starting with whitespace)";
+      return -1;
+    }
+    return append(value, at, n);
+  }
+
+  // Whether only SP/HTAB stand between `at` and a preceding LF. A value span that merely
+  // continues across two execute() calls follows a value byte instead, which `before_buf`
+  // remembers for spans that start a buffer.
+  bool follows_line_break(const char* at) const {
+    const char* p = at;
+    while (p > buf_begin && (p[-1] == ' ' || p[-1] == '\t')) --p;
+    return (p > buf_begin ? p[-1] : before_buf) == '\n';
   }
 
   // RFC 9110 token characters. llhttp 8 lets some others (such as a space) into header names,
@@ -170,6 +192,8 @@ struct HttpParser::Impl {
   std::string limit_error;
   bool limit_hit = false;
   const char* protocol_error = nullptr;
+  const char* buf_begin = nullptr;  // the bytes execute() is parsing now
+  char before_buf = 0;              // the last byte before them other than SP/HTAB
 };
 
 HttpParser::HttpParser(Kind kind, Limits limits, Listener& listener)
@@ -180,11 +204,21 @@ HttpParser::~HttpParser() = default;
 HttpParser::Outcome HttpParser::execute(std::string_view data) {
   Outcome out;
   llhttp_t* p = &impl_->parser;
+  impl_->buf_begin = data.data();
   llhttp_errno_t err = llhttp_execute(p, data.data(), data.size());
   auto pos = [&] {
     const char* at = llhttp_get_error_pos(p);
     return at ? static_cast<std::size_t>(at - data.data()) : data.size();
   };
+  // What the next buffer's first value span follows: the last consumed byte other than
+  // SP/HTAB (after a pause the rest of this buffer is fed again, so it is not counted).
+  const std::size_t used = err == HPE_OK ? data.size() : pos();
+  for (std::size_t i = used; i > 0; --i) {
+    if (data[i - 1] != ' ' && data[i - 1] != '\t') {
+      impl_->before_buf = data[i - 1];
+      break;
+    }
+  }
   switch (err) {
     case HPE_OK:
       out.consumed = data.size();

@@ -123,6 +123,58 @@ TEST_CASE("parser: request smuggling and malformed input are rejected with 400")
   }
 }
 
+TEST_CASE("parser: obsolete line folding is refused with 400, however the bytes arrive") {
+  // llhttp 8 took "Connection: Upgrade\r\n a" as an upgrade while the value it handed over
+  // read "Upgrade a" (found by fuzz/http_request_fuzz): a head that meant two things.
+  const char* folded[] = {
+      "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n a\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A: b\r\n\t  c\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\n c\r\n\r\n",
+  };
+  for (const char* c : folded) {
+    const std::string text = c;
+    for (std::size_t step = 1; step <= text.size(); ++step) {
+      CAPTURE(text);
+      CAPTURE(step);
+      Recorder r;
+      HttpParser p(HttpParser::Kind::Request, {}, r);
+      auto out = feed(p, text, step);
+      CHECK(out.state == HttpParser::State::Error);
+      CHECK(out.http_status == 400);
+      CHECK(out.error.message.find("line folding") != std::string::npos);
+      CHECK(r.requests.empty());
+    }
+  }
+  // llhttp refuses a folded Content-Length by itself ("1\r\n 0" is no number): 400 all the same.
+  {
+    Recorder r;
+    HttpParser p(HttpParser::Kind::Request, {}, r);
+    auto out = feed(p, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n 0\r\n\r\nx", 4);
+    CHECK(out.http_status == 400);
+    CHECK(r.requests.empty());
+  }
+  // Spaces inside a value, and values cut anywhere, are not folding.
+  const std::string plain =
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A:   b  c \t d\r\nX-B: \r\nX-C: e\r\n\r\n";
+  for (std::size_t step = 1; step <= plain.size(); ++step) {
+    CAPTURE(step);
+    Recorder r;
+    HttpParser p(HttpParser::Kind::Request, {}, r);
+    auto out = feed(p, plain, step);
+    CHECK(out.state == HttpParser::State::Ok);
+    REQUIRE(r.requests.size() == 1);
+    CHECK(r.requests[0].headers.get("x-a").value() == "b  c \t d");
+    CHECK(r.requests[0].headers.get("x-c").value() == "e");
+  }
+  // A folded response from upstream is a protocol error too.
+  Recorder r;
+  HttpParser p(HttpParser::Kind::Response, {}, r);
+  auto out = feed(p, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: a\r\n b\r\n\r\nok", 5);
+  CHECK(out.state == HttpParser::State::Error);
+  CHECK(out.error.code == Errc::UpstreamProtocol);
+  CHECK(r.responses.empty());
+}
+
 TEST_CASE("parser: header size and count limits answer 431") {
   HttpParser::Limits limits;
   limits.max_header_bytes = 1024;
