@@ -574,4 +574,45 @@ TEST_CASE("local backend: removals asked at once each complete once / a provisio
   f.finish();
 }
 
+TEST_CASE("local backend: destroyed while a provision and a removal run on the pool, they finish on their own copy") {
+  // The blocking steps once read the backend through `this`; under ASan this case caught the
+  // read after free (the record is written at the very end of the preparation).
+  BackendFixture f;
+  auto gone = f.provision_ok(spec_for("pool-rm", Isolation::None));
+  std::optional<Status> removed;
+  f.backend->remove(gone.name, true, [&](Status s) { removed.emplace(std::move(s)); });
+  // The stop happens on the loop, then the removal goes to the pool: wait until it has begun
+  // there (its first step deletes the record).
+  REQUIRE(test::run_until(*f.loop, [&] {
+    return !std::filesystem::exists(f.data_dir() + "/terminals/" + gone.name + ".json") || removed.has_value();
+  }, 20s));
+  int calls = 0;
+  std::optional<Result<TerminalInfo>> got;
+  auto spec = spec_for("pool-new", Isolation::None);
+  f.backend->provision(spec, [&](Result<TerminalInfo> r) {
+    ++calls;
+    got.emplace(std::move(r));
+  });
+  const std::string name = f.backend->terminal_name(spec.user_id, spec.policy_id, spec.context_id);
+  f.backend.reset();
+  // The pool job finishes (its record appears) with nobody left to hear it; the caller is told once.
+  REQUIRE(test::run_until(*f.loop, [&] {
+    return std::filesystem::exists(f.data_dir() + "/terminals/" + name + ".json");
+  }, 20s));
+  test::run_for(*f.loop, 300ms);
+  CHECK(calls == 1);
+  REQUIRE(got.has_value());
+  CHECK_FALSE(got->has_value());
+  CHECK(got->error().code == Errc::Cancelled);
+  CHECK(removed.has_value());
+  // The next backend adopts the orphan, and finish() removes it.
+  f.start();
+  std::optional<Result<std::vector<TerminalInfo>>> listed;
+  f.backend->list([&](Result<std::vector<TerminalInfo>> r) { listed.emplace(std::move(r)); });
+  REQUIRE(test::run_until(*f.loop, [&] { return listed.has_value(); }, 20s));
+  REQUIRE(listed->has_value());
+  f.created = {name};
+  f.finish();
+}
+
 }  // TEST_SUITE

@@ -174,16 +174,178 @@ struct Prepared {
   std::string log_path;
 };
 
+Result<std::vector<Record>> read_records(const std::string& dir) {
+  std::vector<Record> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return out;
+    return Error(Errc::Io, "cannot read " + dir + ": " + std::strerror(errno));
+  }
+  while (struct dirent* e = ::readdir(d)) {
+    std::string file = e->d_name;
+    if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
+    if (auto r = Record::from_json(read_text(dir + "/" + file))) out.push_back(std::move(*r));
+  }
+  ::closedir(d);
+  return out;
+}
+
+// What the blocking steps (run on libuv's pool) read, shared with them instead of the backend:
+// a backend destroyed while one runs leaves the job a live copy, not a dangling `this`.
+struct Setup {
+  LocalBackendOptions options;
+  CgroupMounts cgroups;
+  std::string cgroup_root;  ///< see cgroup_root_for
+  std::string agent_path;
+
+  std::string home_of(std::string_view user_id, std::string_view context_id) const {
+    std::string home = options.data_dir + "/homes/" + user_hash(user_id);
+    if (!context_id.empty() && context_id != "default") {
+      home += "/contexts/" + sha256_hex("terminals-context:" + std::string(context_id)).substr(0, 24);
+    }
+    return home;
+  }
+
+  // Blocking: account, directories, key, cgroup, fork/exec. Runs on the thread pool.
+  Result<Prepared> prepare(const TerminalSpec& spec, const std::string& name, Isolation isolation) const {
+    Prepared p;
+    Record& r = p.record;
+    r.name = name;
+    r.user_id = spec.user_id;
+    r.policy_id = spec.policy_id;
+    r.context_id = spec.context_id;
+    r.isolation = isolation;
+    r.created_at = to_unix_seconds(std::chrono::system_clock::now());
+
+    std::string user_root = options.data_dir + "/homes/" + user_hash(spec.user_id);
+    std::string home = home_of(spec.user_id, spec.context_id);
+    p.run_dir = options.data_dir + "/run/" + name;
+    std::optional<uid_t> uid;
+    gid_t gid = 0;
+    if (isolation != Isolation::None) {
+      r.os_user = os_user_name(spec.user_id);
+      auto account = ensure_os_user(r.os_user, user_root);
+      if (!account) return std::move(account).error();
+      uid = account->uid;
+      gid = account->gid;
+    }
+    if (auto s = make_private_dir(user_root, 0700, uid, gid); !s) return std::move(s).error();
+    if (home != user_root) {
+      if (auto s = make_private_dir(home, 0700, uid, gid); !s) return std::move(s).error();
+    }
+    // A fresh runtime directory each start: no stale socket, no key of a previous run.
+    if (auto s = remove_tree(p.run_dir); !s) return std::move(s).error();
+    if (auto s = make_private_dir(p.run_dir, 0700, uid, gid); !s) return std::move(s).error();
+    auto key = random_token(32);
+    if (!key) return std::move(key).error();
+    p.key = *key;
+    if (auto s = write_private_file(p.run_dir + "/key", p.key, uid, gid); !s) return std::move(s).error();
+    p.log_path = p.run_dir + "/agent.log";
+    if (auto s = write_private_file(p.log_path, "", uid, gid); !s) return std::move(s).error();
+
+    std::vector<std::string> procs;
+    if (::geteuid() == 0 && cgroups.any()) {
+      auto group = TerminalCgroup::create(cgroups, cgroup_root, name, spec.limits);
+      if (!group) return std::move(group).error();
+      if (group->pids().size() > 0) group->kill_all(SIGKILL);  // leftovers of a crashed run
+      procs = group->procs_files();
+      r.memory_limit = group->memory_limit();
+    } else if (spec.limits.memory_bytes || spec.limits.pids || spec.limits.cpus) {
+      return Error(Errc::PolicyDenied,
+                   "the policy sets resource limits, which need cgroups and root; run the "
+                   "orchestrator as root or remove the limits");
+    }
+
+    LaunchSpec launch_spec;
+    bool sandbox = isolation == Isolation::Sandbox;
+    std::string agent_home = sandbox ? std::string(kSandboxHome) : home;
+    std::string agent_run = sandbox ? std::string(kSandboxRun) : p.run_dir;
+    std::vector<std::string> agent_args = {
+        sandbox ? std::string(kSandboxAgent) : agent_path, "--listen",
+        "unix:" + agent_run + "/agent.sock", "--home", agent_home, "--ready-fd", "3"};
+    if (sandbox) {
+      launch_spec.argv = {options.bwrap_path, "--unshare-all"};
+      if (spec.network == NetworkMode::Host) launch_spec.argv.push_back("--share-net");
+      for (const char* a : {"--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                            "--symlink", "usr/sbin", "/sbin", "--ro-bind", "/etc", "/etc", "--proc",
+                            "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+                            "--tmpfs", "/home", "--hostname", "terminal"}) {
+        launch_spec.argv.emplace_back(a);
+      }
+      for (const std::string& a :
+           {std::string("--bind"), home, std::string(kSandboxHome), std::string("--bind"), p.run_dir,
+            std::string(kSandboxRun), std::string("--ro-bind"), agent_path, std::string(kSandboxAgent),
+            std::string("--chdir"), std::string(kSandboxHome), std::string("--")}) {
+        launch_spec.argv.push_back(a);
+      }
+      for (auto& a : agent_args) launch_spec.argv.push_back(a);
+    } else {
+      launch_spec.argv = agent_args;
+    }
+    std::string shell = ::access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh";
+    launch_spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + agent_home,
+                       "SHELL=" + shell, "LANG=C.UTF-8", "TERM=xterm-256color",
+                       "OPEN_TERMINAL_API_KEY_FILE=" + agent_run + "/key"};
+    if (!r.os_user.empty()) {
+      launch_spec.env.push_back("USER=" + r.os_user);
+      launch_spec.env.push_back("LOGNAME=" + r.os_user);
+    }
+    for (const auto& [k, v] : spec.env) {
+      if (is_secret_env_name(k) || k.empty() || k.find('=') != std::string::npos) {
+        return Error(Errc::PolicyDenied, "the policy's environment may not set '" + k + "'");
+      }
+      launch_spec.env.push_back(k + "=" + v);
+    }
+    launch_spec.cwd = home;
+    launch_spec.uid = uid;
+    launch_spec.gid = gid;
+    launch_spec.cgroup_procs = procs;
+    launch_spec.open_files = spec.limits.open_files;
+    launch_spec.log_path = p.log_path;
+    auto launched = launch(launch_spec);
+    if (!launched) return std::move(launched).error();
+    r.pid = launched->pid;
+    r.start_time = process_start_time(r.pid);
+    p.ready_fd = launched->ready_read_fd;
+    std::string records = options.data_dir + "/terminals";
+    if (auto s = write_private_file(records + "/" + name + ".json", r.to_json(), std::nullopt, 0); !s) {
+      ::kill(-r.pid, SIGKILL);
+      ::close(p.ready_fd);
+      return std::move(s).error();
+    }
+    return p;
+  }
+
+  // Blocking: deletes what remove() leaves behind.
+  Status forget(const Record& r, bool delete_data) const {
+    ::unlink((options.data_dir + "/terminals/" + r.name + ".json").c_str());
+    if (auto s = remove_tree(options.data_dir + "/run/" + r.name); !s) return s;
+    if (!delete_data) return {};
+    if (auto s = remove_tree(home_of(r.user_id, r.context_id)); !s) return s;
+    if (r.os_user.empty()) return {};
+    // The account goes when no other terminal of this user remains.
+    auto records = read_records(options.data_dir + "/terminals");
+    if (records) {
+      for (const auto& other : *records) {
+        if (other.os_user == r.os_user) return {};
+      }
+    }
+    if (r.context_id.empty() || r.context_id == "default") {
+      if (auto s = remove_tree(options.data_dir + "/homes/" + user_hash(r.user_id)); !s) return s;
+    }
+    return remove_os_user(r.os_user);
+  }
+};
+
 class LocalBackendImpl final : public LocalBackend {
  public:
-  LocalBackendImpl(Loop& loop, LocalBackendOptions options, Isolation default_isolation,
+  LocalBackendImpl(Loop& loop, std::shared_ptr<const Setup> setup, Isolation default_isolation,
                    std::shared_ptr<ChildReaper> reaper)
       : loop_(loop),
-        options_(std::move(options)),
+        setup_(std::move(setup)),
         default_isolation_(default_isolation),
         reaper_(std::move(reaper)),
-        cgroups_(CgroupMounts::detect()),
-        cgroup_root_(cgroup_root_for(options_.data_dir, options_.cgroup_name)),
         alive_(std::make_shared<bool>(true)),
         client_(HttpClient::create(loop)) {}
 
@@ -191,8 +353,8 @@ class LocalBackendImpl final : public LocalBackend {
     *alive_ = false;
     // Our per-data-directory cgroup roots go when empty (rmdir refuses otherwise, which is
     // what we want while terminals run on).
-    for (const std::string* mount : {&cgroups_.memory, &cgroups_.pids, &cgroups_.cpu, &cgroups_.unified}) {
-      if (!mount->empty()) ::rmdir((*mount + "/" + cgroup_root_).c_str());
+    for (const std::string* mount : {&setup_->cgroups.memory, &setup_->cgroups.pids, &setup_->cgroups.cpu, &setup_->cgroups.unified}) {
+      if (!mount->empty()) ::rmdir((*mount + "/" + setup_->cgroup_root).c_str());
     }
     // Terminals keep running, to be adopted by the next orchestrator: the reaper must not kill
     // them when it goes.
@@ -272,7 +434,7 @@ class LocalBackendImpl final : public LocalBackend {
     std::weak_ptr<bool> alive = alive_;
     std::uint64_t generation = t.generation;
     run_blocking<Prepared>(
-        loop_, [this, spec, name, isolation]() { return prepare(spec, name, isolation); },
+        loop_, [setup = setup_, spec, name, isolation]() { return setup->prepare(spec, name, isolation); },
         [this, alive, name, generation](Result<Prepared> prepared) {
           auto token = alive.lock();
           if (!token || !*token) {
@@ -319,7 +481,7 @@ class LocalBackendImpl final : public LocalBackend {
       if (found == terminals_.end()) return done(Status{});
       Record record = record_of(*found->second);
       terminals_.erase(found);
-      removals_.emplace_back([this, record, delete_data]() { return forget(record, delete_data); },
+      removals_.emplace_back([setup = setup_, record, delete_data]() { return setup->forget(record, delete_data); },
                              std::move(done));
       next_removal();
     });
@@ -328,7 +490,7 @@ class LocalBackendImpl final : public LocalBackend {
   void list(Callback<std::vector<TerminalInfo>> done) override {
     std::weak_ptr<bool> alive = alive_;
     run_blocking<std::vector<Record>>(
-        loop_, [dir = options_.data_dir + "/terminals"]() { return read_records(dir); },
+        loop_, [dir = setup_->options.data_dir + "/terminals"]() { return read_records(dir); },
         [this, alive, done = std::move(done)](Result<std::vector<Record>> records) mutable {
           auto token = alive.lock();
           if (!token || !*token) return done(Error(Errc::Cancelled, "the local backend was destroyed"));
@@ -373,8 +535,8 @@ class LocalBackendImpl final : public LocalBackend {
       return Error(Errc::PolicyDenied, std::string("isolation '") + isolation_name(isolation) +
                                            "' needs the orchestrator to run as root");
     }
-    if (isolation == Isolation::Sandbox && ::access(options_.bwrap_path.c_str(), X_OK) != 0) {
-      return Error(Errc::PolicyDenied, "isolation 'sandbox' needs bubblewrap at " + options_.bwrap_path +
+    if (isolation == Isolation::Sandbox && ::access(setup_->options.bwrap_path.c_str(), X_OK) != 0) {
+      return Error(Errc::PolicyDenied, "isolation 'sandbox' needs bubblewrap at " + setup_->options.bwrap_path +
                                            " (apt-get install bubblewrap)");
     }
     return {};
@@ -425,7 +587,7 @@ class LocalBackendImpl final : public LocalBackend {
     i.api_key = t.key;
     i.created_at = t.created_at;
     if (t.state == TerminalState::Running && i.reason.empty()) {
-      auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
+      auto group = TerminalCgroup::open(setup_->cgroups, setup_->cgroup_root, t.name);
       if (std::uint64_t kills = group.oom_kills(); kills > 0) {
         i.reason = "a process was killed: out of memory (limit " +
                    (group.memory_limit() ? mib(*group.memory_limit()) : std::string("unknown")) +
@@ -448,125 +610,6 @@ class LocalBackendImpl final : public LocalBackend {
     r.created_at = to_unix_seconds(t.created_at);
     r.memory_limit = t.memory_limit;
     return r;
-  }
-
-  std::string home_of(std::string_view user_id, std::string_view context_id) const {
-    std::string home = options_.data_dir + "/homes/" + user_hash(user_id);
-    if (!context_id.empty() && context_id != "default") {
-      home += "/contexts/" + sha256_hex("terminals-context:" + std::string(context_id)).substr(0, 24);
-    }
-    return home;
-  }
-
-  // Blocking: account, directories, key, cgroup, fork/exec. Runs on the thread pool.
-  Result<Prepared> prepare(const TerminalSpec& spec, const std::string& name, Isolation isolation) const {
-    Prepared p;
-    Record& r = p.record;
-    r.name = name;
-    r.user_id = spec.user_id;
-    r.policy_id = spec.policy_id;
-    r.context_id = spec.context_id;
-    r.isolation = isolation;
-    r.created_at = to_unix_seconds(std::chrono::system_clock::now());
-
-    std::string user_root = options_.data_dir + "/homes/" + user_hash(spec.user_id);
-    std::string home = home_of(spec.user_id, spec.context_id);
-    p.run_dir = options_.data_dir + "/run/" + name;
-    std::optional<uid_t> uid;
-    gid_t gid = 0;
-    if (isolation != Isolation::None) {
-      r.os_user = os_user_name(spec.user_id);
-      auto account = ensure_os_user(r.os_user, user_root);
-      if (!account) return std::move(account).error();
-      uid = account->uid;
-      gid = account->gid;
-    }
-    if (auto s = make_private_dir(user_root, 0700, uid, gid); !s) return std::move(s).error();
-    if (home != user_root) {
-      if (auto s = make_private_dir(home, 0700, uid, gid); !s) return std::move(s).error();
-    }
-    // A fresh runtime directory each start: no stale socket, no key of a previous run.
-    if (auto s = remove_tree(p.run_dir); !s) return std::move(s).error();
-    if (auto s = make_private_dir(p.run_dir, 0700, uid, gid); !s) return std::move(s).error();
-    auto key = random_token(32);
-    if (!key) return std::move(key).error();
-    p.key = *key;
-    if (auto s = write_private_file(p.run_dir + "/key", p.key, uid, gid); !s) return std::move(s).error();
-    p.log_path = p.run_dir + "/agent.log";
-    if (auto s = write_private_file(p.log_path, "", uid, gid); !s) return std::move(s).error();
-
-    std::vector<std::string> procs;
-    if (::geteuid() == 0 && cgroups_.any()) {
-      auto group = TerminalCgroup::create(cgroups_, cgroup_root_, name, spec.limits);
-      if (!group) return std::move(group).error();
-      if (group->pids().size() > 0) group->kill_all(SIGKILL);  // leftovers of a crashed run
-      procs = group->procs_files();
-      r.memory_limit = group->memory_limit();
-    } else if (spec.limits.memory_bytes || spec.limits.pids || spec.limits.cpus) {
-      return Error(Errc::PolicyDenied,
-                   "the policy sets resource limits, which need cgroups and root; run the "
-                   "orchestrator as root or remove the limits");
-    }
-
-    LaunchSpec launch_spec;
-    bool sandbox = isolation == Isolation::Sandbox;
-    std::string agent_home = sandbox ? std::string(kSandboxHome) : home;
-    std::string agent_run = sandbox ? std::string(kSandboxRun) : p.run_dir;
-    std::vector<std::string> agent_args = {
-        sandbox ? std::string(kSandboxAgent) : agent_path_, "--listen",
-        "unix:" + agent_run + "/agent.sock", "--home", agent_home, "--ready-fd", "3"};
-    if (sandbox) {
-      launch_spec.argv = {options_.bwrap_path, "--unshare-all"};
-      if (spec.network == NetworkMode::Host) launch_spec.argv.push_back("--share-net");
-      for (const char* a : {"--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
-                            "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                            "--symlink", "usr/sbin", "/sbin", "--ro-bind", "/etc", "/etc", "--proc",
-                            "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
-                            "--tmpfs", "/home", "--hostname", "terminal"}) {
-        launch_spec.argv.emplace_back(a);
-      }
-      for (const std::string& a :
-           {std::string("--bind"), home, std::string(kSandboxHome), std::string("--bind"), p.run_dir,
-            std::string(kSandboxRun), std::string("--ro-bind"), agent_path_, std::string(kSandboxAgent),
-            std::string("--chdir"), std::string(kSandboxHome), std::string("--")}) {
-        launch_spec.argv.push_back(a);
-      }
-      for (auto& a : agent_args) launch_spec.argv.push_back(a);
-    } else {
-      launch_spec.argv = agent_args;
-    }
-    std::string shell = ::access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh";
-    launch_spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + agent_home,
-                       "SHELL=" + shell, "LANG=C.UTF-8", "TERM=xterm-256color",
-                       "OPEN_TERMINAL_API_KEY_FILE=" + agent_run + "/key"};
-    if (!r.os_user.empty()) {
-      launch_spec.env.push_back("USER=" + r.os_user);
-      launch_spec.env.push_back("LOGNAME=" + r.os_user);
-    }
-    for (const auto& [k, v] : spec.env) {
-      if (is_secret_env_name(k) || k.empty() || k.find('=') != std::string::npos) {
-        return Error(Errc::PolicyDenied, "the policy's environment may not set '" + k + "'");
-      }
-      launch_spec.env.push_back(k + "=" + v);
-    }
-    launch_spec.cwd = home;
-    launch_spec.uid = uid;
-    launch_spec.gid = gid;
-    launch_spec.cgroup_procs = procs;
-    launch_spec.open_files = spec.limits.open_files;
-    launch_spec.log_path = p.log_path;
-    auto launched = launch(launch_spec);
-    if (!launched) return std::move(launched).error();
-    r.pid = launched->pid;
-    r.start_time = process_start_time(r.pid);
-    p.ready_fd = launched->ready_read_fd;
-    std::string records = options_.data_dir + "/terminals";
-    if (auto s = write_private_file(records + "/" + name + ".json", r.to_json(), std::nullopt, 0); !s) {
-      ::kill(-r.pid, SIGKILL);
-      ::close(p.ready_fd);
-      return std::move(s).error();
-    }
-    return p;
   }
 
   // Back on the loop after prepare().
@@ -620,10 +663,10 @@ class LocalBackendImpl final : public LocalBackend {
       Terminal& term = *found->second;
       std::string log = tail_of(term.log_path, 400);
       fail(term, Error(Errc::Timeout, "the agent of terminal " + name + " was not ready within " +
-                                          std::to_string(options_.start_timeout.count()) + " ms" +
+                                          std::to_string(setup_->options.start_timeout.count()) + " ms" +
                                           (log.empty() ? "" : "; its log ends: " + log)));
     });
-    t->timer->start(options_.start_timeout);
+    t->timer->start(setup_->options.start_timeout);
   }
 
   void ready_readable(const std::string& name, std::uint64_t generation) {
@@ -663,7 +706,7 @@ class LocalBackendImpl final : public LocalBackend {
     std::string how = !code ? "the agent exited" :
                       *code < 0 ? "the agent was killed by signal " + std::to_string(-*code)
                                 : "the agent exited with status " + std::to_string(*code);
-    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
+    auto group = TerminalCgroup::open(setup_->cgroups, setup_->cgroup_root, t.name);
     if (group.oom_kills() > 0) {
       how = "killed: out of memory (limit " +
             (group.memory_limit() ? mib(*group.memory_limit()) : std::string("unknown")) + ")";
@@ -689,7 +732,7 @@ class LocalBackendImpl final : public LocalBackend {
     loop_.defer_delete(std::move(t.timer));
     if (t.pid > 0) {
       ::kill(-t.pid, SIGKILL);
-      TerminalCgroup::open(cgroups_, cgroup_root_, t.name).kill_all(SIGKILL);
+      TerminalCgroup::open(setup_->cgroups, setup_->cgroup_root, t.name).kill_all(SIGKILL);
     }
     t.state = TerminalState::Error;
     t.reason = error.message;
@@ -711,7 +754,7 @@ class LocalBackendImpl final : public LocalBackend {
   void begin_stop(Terminal& t, Callback<void> done) {
     if (t.state == TerminalState::Stopped || t.state == TerminalState::Error) {
       if (!process_alive(t.pid, t.start_time) &&
-          TerminalCgroup::open(cgroups_, cgroup_root_, t.name).pids().empty()) {
+          TerminalCgroup::open(setup_->cgroups, setup_->cgroup_root, t.name).pids().empty()) {
         return later_status(std::move(done), Status{});
       }
     }
@@ -730,7 +773,7 @@ class LocalBackendImpl final : public LocalBackend {
   }
 
   void signal_all(Terminal& t, int sig) {
-    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
+    auto group = TerminalCgroup::open(setup_->cgroups, setup_->cgroup_root, t.name);
     group.kill_all(sig);
     if (process_alive(t.pid, t.start_time)) ::kill(t.pid, sig);
   }
@@ -739,7 +782,7 @@ class LocalBackendImpl final : public LocalBackend {
     auto it = terminals_.find(name);
     if (it == terminals_.end()) return;
     Terminal& t = *it->second;
-    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
+    auto group = TerminalCgroup::open(setup_->cgroups, setup_->cgroup_root, t.name);
     bool agent_gone = t.our_child ? !reaper_->watching(t.pid) : !process_alive(t.pid, t.start_time);
     if (agent_gone && group.pids().empty()) {
       loop_.defer_delete(std::move(t.timer));
@@ -750,46 +793,10 @@ class LocalBackendImpl final : public LocalBackend {
       for (auto& w : waiters) w(Status{});
       return;
     }
-    if (!t.stop_killed && std::chrono::steady_clock::now() - t.stop_started >= options_.stop_grace) {
+    if (!t.stop_killed && std::chrono::steady_clock::now() - t.stop_started >= setup_->options.stop_grace) {
       t.stop_killed = true;
       signal_all(t, SIGKILL);
     }
-  }
-
-  // Blocking: deletes what remove() leaves behind.
-  Status forget(const Record& r, bool delete_data) const {
-    ::unlink((options_.data_dir + "/terminals/" + r.name + ".json").c_str());
-    if (auto s = remove_tree(options_.data_dir + "/run/" + r.name); !s) return s;
-    if (!delete_data) return {};
-    if (auto s = remove_tree(home_of(r.user_id, r.context_id)); !s) return s;
-    if (r.os_user.empty()) return {};
-    // The account goes when no other terminal of this user remains.
-    auto records = read_records(options_.data_dir + "/terminals");
-    if (records) {
-      for (const auto& other : *records) {
-        if (other.os_user == r.os_user) return {};
-      }
-    }
-    if (r.context_id.empty() || r.context_id == "default") {
-      if (auto s = remove_tree(options_.data_dir + "/homes/" + user_hash(r.user_id)); !s) return s;
-    }
-    return remove_os_user(r.os_user);
-  }
-
-  static Result<std::vector<Record>> read_records(const std::string& dir) {
-    std::vector<Record> out;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) {
-      if (errno == ENOENT) return out;
-      return Error(Errc::Io, "cannot read " + dir + ": " + std::strerror(errno));
-    }
-    while (struct dirent* e = ::readdir(d)) {
-      std::string file = e->d_name;
-      if (file.size() < 6 || file.compare(file.size() - 5, 5, ".json") != 0) continue;
-      if (auto r = Record::from_json(read_text(dir + "/" + file))) out.push_back(std::move(*r));
-    }
-    ::closedir(d);
-    return out;
   }
 
   // list(): known terminals plus the records of earlier runs, checked and adopted.
@@ -820,7 +827,7 @@ class LocalBackendImpl final : public LocalBackend {
       t->start_time = r.start_time;
       t->created_at = std::chrono::system_clock::time_point(std::chrono::seconds(r.created_at));
       t->memory_limit = r.memory_limit;
-      t->run_dir = options_.data_dir + "/run/" + r.name;
+      t->run_dir = setup_->options.data_dir + "/run/" + r.name;
       t->log_path = t->run_dir + "/agent.log";
       t->key = read_text(t->run_dir + "/key", 4096);
       t->state = TerminalState::Stopped;
@@ -862,23 +869,18 @@ class LocalBackendImpl final : public LocalBackend {
   // and cgroup go, its data stays, and it is listed as stopped.
   void cleanup_dead(Terminal& t) {
     if (process_alive(t.pid, t.start_time)) ::kill(t.pid, SIGKILL);
-    auto group = TerminalCgroup::open(cgroups_, cgroup_root_, t.name);
+    auto group = TerminalCgroup::open(setup_->cgroups, setup_->cgroup_root, t.name);
     group.kill_all(SIGKILL);
     (void)group.remove();  // may fail while the killed processes exit; retried on stop
     t.state = TerminalState::Stopped;
     t.reason = "its agent was not running after a restart";
   }
 
- public:
-  std::string agent_path_;
-
  private:
   Loop& loop_;
-  LocalBackendOptions options_;
+  std::shared_ptr<const Setup> setup_;
   Isolation default_isolation_;
   std::shared_ptr<ChildReaper> reaper_;
-  CgroupMounts cgroups_;
-  std::string cgroup_root_;  ///< see cgroup_root_for
   std::shared_ptr<bool> alive_;
   std::unique_ptr<HttpClient> client_;
   std::map<std::string, std::unique_ptr<Terminal>, std::less<>> terminals_;
@@ -941,9 +943,13 @@ Result<std::unique_ptr<LocalBackend>> LocalBackend::create(Loop& loop, LocalBack
   }
   auto reaper = ChildReaper::create(loop);
   if (!reaper) return std::move(reaper).error();
-  auto backend = std::make_unique<LocalBackendImpl>(loop, std::move(options), isolation,
+  auto setup = std::make_shared<Setup>();
+  setup->cgroups = CgroupMounts::detect();
+  setup->cgroup_root = cgroup_root_for(options.data_dir, options.cgroup_name);
+  setup->agent_path = agent;
+  setup->options = std::move(options);
+  auto backend = std::make_unique<LocalBackendImpl>(loop, std::move(setup), isolation,
                                                     std::move(reaper).value());
-  backend->agent_path_ = agent;
   if (auto s = backend->check_isolation(isolation); !s) return std::move(s).error();
   return std::unique_ptr<LocalBackend>(std::move(backend));
 }
