@@ -30,6 +30,7 @@ struct HttpParser::Impl {
     interim = false;
     head_bytes = 0;
     header_count = 0;
+    folded = false;
     target.clear();
     reason.clear();
     field.clear();
@@ -53,12 +54,11 @@ struct HttpParser::Impl {
   // previous value) and hands the continuation over as one more value span, but decides
   // Connection/Content-Length/Transfer-Encoding from the first line alone: the head we would
   // pass on then means something else than what llhttp framed. RFC 9112 5.2 lets a server
-  // refuse folding with 400; we do, for responses too (no agent folds).
+  // refuse folding with 400; we do, for responses too (no agent folds). The refusal waits for
+  // the end of the field line, so that where the error is reported does not depend on how the
+  // bytes were cut (a span is also handed over where a read ends).
   int on_value(const char* at, size_t n) {
-    if (n > 0 && follows_line_break(at)) {
-      protocol_error = "obsolete line folding (a header line starting with whitespace)";
-      return -1;
-    }
+    if (n > 0 && follows_line_break(at)) folded = true;
     return append(value, at, n);
   }
 
@@ -84,6 +84,10 @@ struct HttpParser::Impl {
   }
 
   int on_header_done() {
+    if (folded) {
+      protocol_error = "obsolete line folding (a header line starting with whitespace)";
+      return -1;
+    }
     if (field.empty()) {
       protocol_error = "empty header name";
       return -1;
@@ -192,6 +196,7 @@ struct HttpParser::Impl {
   std::string limit_error;
   bool limit_hit = false;
   const char* protocol_error = nullptr;
+  bool folded = false;              // the current field line continues on another line
   const char* buf_begin = nullptr;  // the bytes execute() is parsing now
   char before_buf = 0;              // the last byte before them other than SP/HTAB
 };
