@@ -2,6 +2,7 @@
 <build>/bindings/python first); the agent binary is the one built next to it."""
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -15,6 +16,13 @@ def _agent_path() -> str:
     # $TERMINALS_AGENT_PATH, else the agent installed with the package or of its build tree.
     return terminals.agent_path()
 
+
+# Started in the background by a non-interactive shell (`cmd &`), this process inherits SIGINT
+# ignored, and Python then installs no KeyboardInterrupt handler: the Ctrl-C tests would wait
+# forever. Installing it here also gives the children a default SIGINT (exec resets handlers,
+# not an ignored signal).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 AGENT = _agent_path()
 os.environ["TERMINALS_AGENT_PATH"] = AGENT
