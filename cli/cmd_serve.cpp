@@ -71,8 +71,9 @@ The engine is $DOCKER_HOST or /var/run/docker.sock (TERMINALS_DOCKER_ENGINE over
 TERMINALS_DOCKER_HOST (address published ports bind to, default 127.0.0.1),
 TERMINALS_DOCKER_NETWORK (a network, or a comma list to shard), TERMINALS_DOCKER_MOUNTS (JSON
 array of extra bind mounts), TERMINALS_DOCKER_HOME (bind or volume), TERMINALS_DOCKER_READ_ONLY,
-TERMINALS_DOCKER_CAP_ADD, TERMINALS_DOCKER_USER, TERMINALS_DOCKER_NAME_PREFIX and
-TERMINALS_DOCKER_PULL (pull missing images, default true).
+TERMINALS_DOCKER_CAP_ADD, TERMINALS_DOCKER_IMAGE_CAPABILITIES (what an image may ask for in its
+io.libterminals.capabilities label; default: Docker's own default set), TERMINALS_DOCKER_USER,
+TERMINALS_DOCKER_NAME_PREFIX and TERMINALS_DOCKER_PULL (pull missing images, default true).
 
 Examples:
   terminals-cli serve

@@ -721,6 +721,54 @@ TEST_CASE("docker backend: allowed_images refuses an image before anything is cr
   f.provision_ok(f.spec_for(user));
 }
 
+TEST_CASE("docker backend: an image's capabilities label is honoured only within the permitted set") {
+  DockerFixture f;
+  REQUIRE_DOCKER(f);
+  // Within Docker's default set, in any spelling: kept, and nothing else.
+  auto modest = f.variant("LABEL io.libterminals.capabilities=\"cap_chown, KILL\"");
+  std::string user = f.new_user();
+  auto spec = f.spec_for(user);
+  spec.image = modest;
+  auto t = f.provision_ok(spec);
+  auto container = f.engine->container(t.name);
+  const auto& caps = container["HostConfig"]["CapAdd"];
+  REQUIRE(caps.IsArray());
+  CHECK(caps.Size() == 2);
+  CHECK(has_string(caps, "CHOWN"));
+  CHECK(has_string(caps, "KILL"));
+
+  // SYS_ADMIN (or anything outside the set) is refused before anything is created, saying
+  // which capability, which label and which setting.
+  for (const char* asked : {"CHOWN,cap_sys_admin", "sys_ptrace", "NET-ADMIN"}) {
+    CAPTURE(asked);
+    auto greedy = f.variant(std::string("LABEL io.libterminals.capabilities=\"") + asked + "\"");
+    std::string other = f.new_user();
+    auto s = f.spec_for(other);
+    s.image = greedy;
+    auto r = f.provision(s);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == Errc::PolicyDenied);
+    CHECK_MESSAGE(r.error().message.find("io.libterminals.capabilities") != std::string::npos, r.error().message);
+    CHECK_MESSAGE(r.error().message.find("TERMINALS_DOCKER_IMAGE_CAPABILITIES") != std::string::npos,
+                  r.error().message);
+    CHECK_FALSE(f.engine->container_exists(f.backend->terminal_name(other, "default", "")));
+    CHECK_FALSE(std::filesystem::exists(f.home_of(other)));
+  }
+
+  // The operator may permit more; then the container gets it.
+  auto o = f.options();
+  o.image_capabilities = {"SYS_PTRACE"};
+  f.backend = f.make_backend(o);
+  auto tracer = f.variant("LABEL io.libterminals.capabilities=SYS_PTRACE");
+  auto s = f.spec_for(f.new_user());
+  s.image = tracer;
+  auto traced = f.provision_ok(s);
+  auto traced_container = f.engine->container(traced.name);
+  const auto& granted = traced_container["HostConfig"]["CapAdd"];
+  REQUIRE(granted.IsArray());
+  CHECK(has_string(granted, "SYS_PTRACE"));
+}
+
 TEST_CASE("docker backend: a missing image is pulled from a registry with progress reported") {
   DockerFixture f;
   REQUIRE_DOCKER(f);

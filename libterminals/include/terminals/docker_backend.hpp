@@ -101,6 +101,13 @@ struct DockerBackendOptions {
   /// Capabilities kept after dropping all ("NET_BIND_SERVICE", ...). NET_ADMIN is added for a
   /// spec whose env sets OPEN_TERMINAL_ALLOWED_DOMAINS, as the reference does.
   std::vector<std::string> cap_add;
+  /// What an image may ask for in its `io.libterminals.capabilities` label
+  /// (TERMINALS_DOCKER_IMAGE_CAPABILITIES): an image asking for another capability is refused
+  /// before anything is created. The default is Docker's own default set, what a plain
+  /// `docker run` of the image would keep; SYS_ADMIN, NET_ADMIN, SYS_PTRACE... need the operator.
+  std::vector<std::string> image_capabilities = {
+      "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+      "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"};
   /// The container's user, "uid[:gid]" (numeric). Empty: the image's own (a numeric USER, else
   /// root for none, else 1000:1000 for the home's owner).
   std::string user;

@@ -73,6 +73,9 @@ struct Settings {
   std::string docker_home = "bind";       ///< TERMINALS_DOCKER_HOME (ours): bind | volume
   bool docker_read_only = false;          ///< TERMINALS_DOCKER_READ_ONLY (ours): read-only root, tmpfs /tmp
   std::vector<std::string> docker_cap_add;  ///< TERMINALS_DOCKER_CAP_ADD (ours): capabilities kept
+  /// TERMINALS_DOCKER_IMAGE_CAPABILITIES (ours): what images may ask for in their
+  /// io.libterminals.capabilities label; unset: DockerBackendOptions' default (Docker's own set).
+  std::optional<std::vector<std::string>> docker_image_capabilities;
   std::string docker_user;                ///< TERMINALS_DOCKER_USER (ours): "uid[:gid]" for containers
   std::string docker_name_prefix = "terminals";  ///< TERMINALS_DOCKER_NAME_PREFIX (ours)
   bool docker_pull = true;                ///< TERMINALS_DOCKER_PULL (ours): pull missing images

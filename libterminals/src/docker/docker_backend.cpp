@@ -434,8 +434,22 @@ class Provision : public std::enable_shared_from_this<Provision> {
       std::string cap = caps.substr(i, j - i);
       cap.erase(0, cap.find_first_not_of(' '));
       cap.erase(cap.find_last_not_of(' ') + 1);
-      if (!cap.empty()) facts_.capabilities.push_back(cap);
       i = j + 1;
+      if (cap.empty()) continue;
+      // Compared in the engine's spelling: "cap_sys_admin" is SYS_ADMIN.
+      std::string name = normalize_capability(cap);
+      const auto& allowed = b_.options_.image_capabilities;
+      if (name.empty() || std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+        std::string list;
+        for (const auto& a : allowed) list += (list.empty() ? "" : ",") + a;
+        return fail(Error(Errc::PolicyDenied,
+                          "image " + image_ + " asks for the capability '" + cap + "' in its " +
+                              std::string(kImageLabelCapabilities) + " label, which is not permitted (" +
+                              (list.empty() ? std::string("none is") : "permitted: " + list) +
+                              "); add it to TERMINALS_DOCKER_IMAGE_CAPABILITIES if the image needs it, "
+                              "or use another image"));
+      }
+      facts_.capabilities.push_back(std::move(name));
     }
     prepare();
   }

@@ -2,6 +2,8 @@
 
 #include "docker/docker_names.hpp"
 
+#include <cctype>
+
 #include "util/crypto.hpp"
 
 namespace terminals::detail {
@@ -47,6 +49,14 @@ std::string container_name(std::string_view prefix, std::string_view user_id, st
 std::string context_type(std::string_view context_id) {
   if (is_default_context(context_id)) return "default";
   return std::string(context_id.substr(0, context_id.find(':')));
+}
+
+std::string normalize_capability(std::string_view name) {
+  std::string c(name);
+  for (char& ch : c) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  if (c.rfind("CAP_", 0) == 0) c.erase(0, 4);
+  if (c.empty() || c.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string::npos) return {};
+  return c;
 }
 
 std::map<std::string, std::string> terminal_labels(std::string_view instance, std::string_view user_id,

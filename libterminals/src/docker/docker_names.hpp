@@ -45,6 +45,10 @@ std::string container_name(std::string_view prefix, std::string_view user_id, st
 /// whole id when it has none).
 std::string context_type(std::string_view context_id);
 
+/// A capability in the engine's spelling: upper-cased, without "CAP_" ("cap_net_raw" is
+/// NET_RAW). Empty when it is not a capability name (anything but letters and '_').
+std::string normalize_capability(std::string_view name);
+
 /// The labels a terminal's container carries.
 std::map<std::string, std::string> terminal_labels(std::string_view instance, std::string_view user_id,
                                                    std::string_view policy_id, std::string_view context_id,

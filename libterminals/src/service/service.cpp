@@ -285,6 +285,7 @@ class ServiceImpl final : public Service {
     o.home = settings_.docker_home == "volume" ? DockerHome::Volume : DockerHome::Bind;
     o.read_only_root = settings_.docker_read_only;
     o.cap_add = settings_.docker_cap_add;
+    if (settings_.docker_image_capabilities) o.image_capabilities = *settings_.docker_image_capabilities;
     o.user = settings_.docker_user;
     o.name_prefix = settings_.docker_name_prefix;
     o.pull_missing = settings_.docker_pull;

@@ -14,6 +14,7 @@
 #include <functional>
 #include <sstream>
 
+#include "docker/docker_names.hpp"
 #include "terminals/docker_backend.hpp"
 
 extern char** environ;
@@ -139,8 +140,8 @@ const std::vector<std::string>& known_setting_names() {
       "TERMINALS_MAX_CONCURRENT_PROVISIONS", "TERMINALS_MAX_QUEUED_PROVISIONS",
       "TERMINALS_DOCKER_HOST", "TERMINALS_DOCKER_NETWORK", "TERMINALS_NETWORK", "TERMINALS_DOCKER_MOUNTS",
       "TERMINALS_DOCKER_ENGINE", "TERMINALS_DOCKER_HOME", "TERMINALS_DOCKER_READ_ONLY",
-      "TERMINALS_DOCKER_CAP_ADD", "TERMINALS_DOCKER_USER", "TERMINALS_DOCKER_NAME_PREFIX",
-      "TERMINALS_DOCKER_PULL", "TERMINALS_LIFECYCLE_INTERVAL_SECONDS", "OPEN_TERMINAL_SYSTEM_PROMPT"};
+      "TERMINALS_DOCKER_CAP_ADD", "TERMINALS_DOCKER_IMAGE_CAPABILITIES", "TERMINALS_DOCKER_USER",
+      "TERMINALS_DOCKER_NAME_PREFIX", "TERMINALS_DOCKER_PULL", "TERMINALS_LIFECYCLE_INTERVAL_SECONDS", "OPEN_TERMINAL_SYSTEM_PROMPT"};
   return names;
 }
 
@@ -348,20 +349,31 @@ Result<Settings> load_settings(const SettingsInput& input) {
     return {};
   });
   take("TERMINALS_DOCKER_READ_ONLY", boolean("TERMINALS_DOCKER_READ_ONLY", s.docker_read_only));
-  take("TERMINALS_DOCKER_CAP_ADD", [&](const std::string& v) -> Status {
+  // Capability lists, in the engine's spelling. ALL and SYS_ADMIN are refused in both: either
+  // undoes the container's confinement.
+  auto capabilities = [&](const char* name, const std::string& v) -> Result<std::vector<std::string>> {
     std::vector<std::string> caps;
-    if (auto st = list(caps)(v); !st) return st;
+    if (auto st = list(caps)(v); !st) return std::move(st).error();
     for (auto& c : caps) {
-      for (char& ch : c) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-      if (c.rfind("CAP_", 0) == 0) c.erase(0, 4);
-      if (c.empty() || c.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != std::string::npos) {
-        return bad("TERMINALS_DOCKER_CAP_ADD", v, "a comma list of capability names (e.g. NET_BIND_SERVICE)");
+      std::string n = detail::normalize_capability(c);
+      if (n.empty()) return bad(name, v, "a comma list of capability names (e.g. NET_BIND_SERVICE)");
+      if (n == "ALL" || n == "SYS_ADMIN") {
+        return bad(name, v, "allowed: " + n + " would undo the container's confinement");
       }
-      if (c == "ALL" || c == "SYS_ADMIN") {
-        return bad("TERMINALS_DOCKER_CAP_ADD", v, "allowed: " + c + " would undo the container's confinement");
-      }
+      c = std::move(n);
     }
-    s.docker_cap_add = std::move(caps);
+    return caps;
+  };
+  take("TERMINALS_DOCKER_CAP_ADD", [&](const std::string& v) -> Status {
+    auto caps = capabilities("TERMINALS_DOCKER_CAP_ADD", v);
+    if (!caps) return std::move(caps).error();
+    s.docker_cap_add = std::move(caps).value();
+    return {};
+  });
+  take("TERMINALS_DOCKER_IMAGE_CAPABILITIES", [&](const std::string& v) -> Status {
+    auto caps = capabilities("TERMINALS_DOCKER_IMAGE_CAPABILITIES", v);
+    if (!caps) return std::move(caps).error();
+    s.docker_image_capabilities = std::move(caps).value();
     return {};
   });
   take("TERMINALS_DOCKER_USER", [&](const std::string& v) -> Status {

@@ -105,10 +105,12 @@ TEST_CASE("settings: Docker settings, the reference's names and ours") {
   CHECK(d->docker_home == "bind");
   CHECK(d->docker_pull);
   CHECK(d->docker_name_prefix == "terminals");
+  CHECK_FALSE(d->docker_image_capabilities.has_value());  // the backend's default
 
   auto s = load_settings(env_only({"TERMINALS_BACKEND=Docker", "TERMINALS_DOCKER_HOST=10.0.0.5",
                                    "TERMINALS_NETWORK= net-a , ,net-b", "TERMINALS_DOCKER_HOME=volume",
                                    "TERMINALS_DOCKER_READ_ONLY=yes", "TERMINALS_DOCKER_CAP_ADD=cap_net_bind_service,CHOWN",
+                                   "TERMINALS_DOCKER_IMAGE_CAPABILITIES=sys_ptrace, CAP_KILL",
                                    "TERMINALS_DOCKER_USER=1000:1000", "TERMINALS_DOCKER_PULL=false",
                                    "TERMINALS_DOCKER_ENGINE=unix:///tmp/d.sock",
                                    R"(TERMINALS_DOCKER_MOUNTS=[{"source":"/srv/data","target":"/mnt/data"}])"}));
@@ -119,6 +121,11 @@ TEST_CASE("settings: Docker settings, the reference's names and ours") {
   CHECK(s->docker_home == "volume");
   CHECK(s->docker_read_only);
   CHECK(s->docker_cap_add == std::vector<std::string>{"NET_BIND_SERVICE", "CHOWN"});
+  CHECK(s->docker_image_capabilities == std::vector<std::string>{"SYS_PTRACE", "KILL"});
+  // Set but empty: images may ask for nothing.
+  auto none = load_settings(env_only({"TERMINALS_DOCKER_IMAGE_CAPABILITIES="}));
+  REQUIRE(none.has_value());
+  CHECK(none->docker_image_capabilities == std::vector<std::string>{});
   CHECK(s->docker_user == "1000:1000");
   CHECK(!s->docker_pull);
   CHECK(s->docker_engine == "unix:///tmp/d.sock");
@@ -139,6 +146,9 @@ TEST_CASE("settings: Docker settings, the reference's names and ours") {
                        Bad{"TERMINALS_DOCKER_CAP_ADD=ALL", "TERMINALS_DOCKER_CAP_ADD"},
                        Bad{"TERMINALS_DOCKER_CAP_ADD=sys_admin", "TERMINALS_DOCKER_CAP_ADD"},
                        Bad{"TERMINALS_DOCKER_CAP_ADD=NET-ADMIN", "TERMINALS_DOCKER_CAP_ADD"},
+                       Bad{"TERMINALS_DOCKER_IMAGE_CAPABILITIES=all", "TERMINALS_DOCKER_IMAGE_CAPABILITIES"},
+                       Bad{"TERMINALS_DOCKER_IMAGE_CAPABILITIES=KILL,cap_sys_admin", "TERMINALS_DOCKER_IMAGE_CAPABILITIES"},
+                       Bad{"TERMINALS_DOCKER_IMAGE_CAPABILITIES=SYS PTRACE", "TERMINALS_DOCKER_IMAGE_CAPABILITIES"},
                        Bad{"TERMINALS_DOCKER_USER=user", "TERMINALS_DOCKER_USER"},
                        Bad{"TERMINALS_DOCKER_USER=1000:", "TERMINALS_DOCKER_USER"},
                        Bad{"TERMINALS_DOCKER_NAME_PREFIX=Bad_Prefix", "TERMINALS_DOCKER_NAME_PREFIX"},
