@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -33,6 +34,7 @@
 #include "support/loop_runner.hpp"
 #include "terminals/docker_backend.hpp"
 #include "terminals/http_client.hpp"
+#include "terminals/log.hpp"
 #include "util/crypto.hpp"
 
 using namespace terminals;
@@ -635,7 +637,17 @@ TEST_CASE("docker backend: an image without the agent-listen label is reached on
   std::string user = f.new_user();
   auto spec = f.spec_for(user);
   spec.image = ref;
+  // The policy's network "none" (the default) cannot hold on a bridge: the log says so.
+  std::vector<std::string> warnings;
+  set_log_sink([&](LogLevel level, std::string_view, std::string_view m) {
+    if (level == LogLevel::Warning) warnings.emplace_back(m);
+  });
   auto t = f.provision_ok(spec);
+  set_log_sink({});
+  CHECK(std::any_of(warnings.begin(), warnings.end(), [&](const std::string& w) {
+    return w.find(t.name) != std::string::npos && w.find("network none") != std::string::npos &&
+           w.find("outbound") != std::string::npos;
+  }));
   CHECK(t.endpoint.kind == Endpoint::Kind::Tcp);
   CHECK(t.endpoint.host == "127.0.0.1");
   CHECK(t.endpoint.port != 0);

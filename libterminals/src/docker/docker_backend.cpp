@@ -651,6 +651,15 @@ class Provision : public std::enable_shared_from_this<Provision> {
       endpoint_kind_ = "port";
       network_mode_ = "bridge";
     }
+    if (!unix_ && spec_.network == NetworkMode::None) {
+      // Reached over TCP, the container needs a network, and Docker's give outbound access:
+      // the policy's "none" cannot hold. Said, not silently dropped.
+      log(LogLevel::Warning, "docker",
+          "terminal " + name_ + ": the policy asks for network none, but image " + image_ +
+              " is reached over TCP (no " + std::string(kImageLabelAgentListen) + " label), so it runs on " +
+              network_mode_ + " with outbound network access; use an image whose agent listens on a "
+              "unix socket (terminals-agent) to enforce it");
+    }
   }
 
   void create() {
