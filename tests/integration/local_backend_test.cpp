@@ -255,6 +255,32 @@ TEST_CASE("local backend: a sandboxed user cannot see or touch another user's fi
   f.finish();
 }
 
+TEST_CASE("local backend: a sandboxed user cannot create namespaces of their own, and the shell still works") {
+  REQUIRE_SANDBOX();
+  auto help = detail::run_command_blocking({"/usr/bin/bwrap", "--help"});
+  REQUIRE(help.has_value());
+  if (help->find("--disable-userns") == std::string::npos) {
+    MESSAGE("SKIPPED: this bubblewrap has no --disable-userns (0.8 or later)");
+    return;
+  }
+  BackendFixture f;
+  for (auto network : {NetworkMode::None, NetworkMode::Host}) {
+    CAPTURE(static_cast<int>(network));
+    auto spec = spec_for(network == NetworkMode::None ? "ns-none" : "ns-host");
+    spec.network = network;
+    auto t = f.provision_ok(spec);
+    // A new user namespace (and, without one, every other kind) is refused.
+    auto [out, code] = f.run(t, "unshare -U true; echo user=$?; unshare -n true; echo net=$?; "
+                                "unshare -m true; echo mnt=$?; echo ok > /home/user/f; cat /home/user/f");
+    CHECK(code == 0);
+    CHECK_MESSAGE(out.find("user=0") == std::string::npos, out);
+    CHECK_MESSAGE(out.find("net=0") == std::string::npos, out);
+    CHECK_MESSAGE(out.find("mnt=0") == std::string::npos, out);
+    CHECK_MESSAGE(out.find("ok") != std::string::npos, out);
+  }
+  f.finish();
+}
+
 TEST_CASE("local backend: user isolation keeps homes sockets and signals apart without a sandbox") {
   REQUIRE_ROOT();
   BackendFixture f;

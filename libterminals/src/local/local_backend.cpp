@@ -197,6 +197,7 @@ struct Setup {
   CgroupMounts cgroups;
   std::string cgroup_root;  ///< see cgroup_root_for
   std::string agent_path;
+  bool bwrap_disable_userns = false;  ///< bubblewrap 0.8+: no user namespaces inside the sandbox
 
   std::string home_of(std::string_view user_id, std::string_view context_id) const {
     std::string home = options.data_dir + "/homes/" + user_hash(user_id);
@@ -265,6 +266,11 @@ struct Setup {
         "unix:" + agent_run + "/agent.sock", "--home", agent_home, "--ready-fd", "3"};
     if (sandbox) {
       launch_spec.argv = {options.bwrap_path, "--unshare-all"};
+      // A user namespace of one's own hands the kernel's namespace code to a tenant as "root"
+      // there (a common way into kernel bugs); nothing a terminal does needs one.
+      if (bwrap_disable_userns) {
+        for (const char* a : {"--unshare-user", "--disable-userns"}) launch_spec.argv.emplace_back(a);
+      }
       if (spec.network == NetworkMode::Host) launch_spec.argv.push_back("--share-net");
       for (const char* a : {"--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
                             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
@@ -947,6 +953,15 @@ Result<std::unique_ptr<LocalBackend>> LocalBackend::create(Loop& loop, LocalBack
   setup->cgroups = CgroupMounts::detect();
   setup->cgroup_root = cgroup_root_for(options.data_dir, options.cgroup_name);
   setup->agent_path = agent;
+  if (bwrap) {
+    auto help = run_command_blocking({options.bwrap_path, "--help"});
+    setup->bwrap_disable_userns = help && help->find("--disable-userns") != std::string::npos;
+    if (!setup->bwrap_disable_userns) {
+      log(LogLevel::Warning, "local",
+          "bubblewrap at " + options.bwrap_path + " has no --disable-userns (0.8 or later): sandboxed "
+          "users can create user namespaces of their own");
+    }
+  }
   setup->options = std::move(options);
   auto backend = std::make_unique<LocalBackendImpl>(loop, std::move(setup), isolation,
                                                     std::move(reaper).value());
