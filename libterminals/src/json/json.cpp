@@ -3,6 +3,7 @@
 #include <rapidjson/error/en.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace terminals::detail {
@@ -16,9 +17,22 @@ Result<rapidjson::Document> parse_json(std::string_view text) {
                  std::string("invalid JSON at offset ") + std::to_string(doc.GetErrorOffset()) +
                      ": " + rapidjson::GetParseError_En(doc.GetParseError()));
   }
-  // RapidJSON 1.1.0 reads some numbers just above DBL_MAX ("5.9e308") as infinity instead of
-  // refusing them, and its Writer then stops at that value: a document written back (a stored
-  // policy) would be cut short. Refuse them here, walking without recursion.
+  // RapidJSON 1.1.0 lets two things through that its Writer then turns into a document that
+  // does not parse again (a stored policy would be lost at the next start), so they are refused
+  // here, walking without recursion:
+  //  - numbers just above DBL_MAX ("5.9e308"), read as infinity: the Writer stops at them;
+  //  - a lone low surrogate escape ("\uDC00"), decoded to the bytes of a surrogate, which are
+  //    not UTF-8. Raw input bytes are validated, so such bytes (0xED then 0xA0..0xBF) can only
+  //    come from an escape.
+  auto surrogate = [](const rapidjson::Value& s) {
+    const char* p = s.GetString();
+    const char* end = p + s.GetStringLength();
+    while ((p = static_cast<const char*>(std::memchr(p, 0xED, static_cast<std::size_t>(end - p))))) {
+      if (++p < end && static_cast<unsigned char>(*p) >= 0xA0) return true;
+    }
+    return false;
+  };
+  auto bad_escape = [] { return Error(Errc::InvalidArgument, "invalid JSON: a \\u escape names a lone surrogate"); };
   std::vector<const rapidjson::Value*> pending{&doc};
   while (!pending.empty()) {
     const rapidjson::Value* v = pending.back();
@@ -26,10 +40,14 @@ Result<rapidjson::Document> parse_json(std::string_view text) {
     if (v->IsDouble() && !std::isfinite(v->GetDouble())) {
       return Error(Errc::InvalidArgument, "invalid JSON: a number is too large for a double");
     }
+    if (v->IsString() && surrogate(*v)) return bad_escape();
     if (v->IsArray()) {
       for (const auto& item : v->GetArray()) pending.push_back(&item);
     } else if (v->IsObject()) {
-      for (const auto& member : v->GetObject()) pending.push_back(&member.value);
+      for (const auto& member : v->GetObject()) {
+        if (surrogate(member.name)) return bad_escape();
+        pending.push_back(&member.value);
+      }
     }
   }
   return doc;
