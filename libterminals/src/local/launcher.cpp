@@ -17,6 +17,9 @@ namespace terminals::detail {
 
 namespace {
 
+// Descriptors the child places at fixed numbers below this one are first moved above it.
+constexpr int kHighFd = 64;
+
 // What the child reports through the error pipe when a step fails: the step and its errno.
 struct ChildFailure {
   int step;
@@ -58,6 +61,30 @@ Result<Launched> launch(const LaunchSpec& spec) {
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
   std::string log = spec.log_path.empty() ? "/dev/null" : spec.log_path;
+
+  // The data descriptors: pipes filled here (a pipe holds 64 KiB, so writing cannot block),
+  // their read ends handed to the child, closed on every path out of this function.
+  std::vector<std::pair<int, int>> data;  // (read end, target)
+  struct CloseData {
+    std::vector<std::pair<int, int>>& fds;
+    ~CloseData() {
+      for (auto [fd, target] : fds) ::close(fd);
+    }
+  } close_data{data};
+  for (const auto& [target, bytes] : spec.data_fds) {
+    if (target < 3 || target >= kHighFd || target == spec.ready_fd || bytes.size() > 65536) {
+      return Error(Errc::InvalidArgument, "a data descriptor must be 3..63, not the ready one, and hold <= 64 KiB");
+    }
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return Error(Errc::Io, std::string("pipe: ") + std::strerror(errno));
+    data.emplace_back(p[0], target);
+    ssize_t n = ::write(p[1], bytes.data(), bytes.size());
+    int e = errno;
+    ::close(p[1]);
+    if (n != static_cast<ssize_t>(bytes.size())) {
+      return Error(Errc::Io, std::string("pipe: ") + (n < 0 ? std::strerror(e) : "short write"));
+    }
+  }
 
   int ready[2], errors[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return Error(Errc::Io, std::string("pipe: ") + std::strerror(errno));
@@ -106,10 +133,22 @@ Result<Launched> launch(const LaunchSpec& spec) {
     if (!spec.cwd.empty() && ::chdir(spec.cwd.c_str()) != 0) fail(err, 8);
     int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (null_fd < 0) fail(err, 9);
-    // dup2 clears close-on-exec on the targets, so exactly 0-2 and ready_fd survive exec.
+    // The readiness and data descriptors go to their fixed numbers. First all of them out of
+    // the way (at 64 and up), so that none sits on another's target when it is placed.
+    int ready_high = ::fcntl(ready[1], F_DUPFD_CLOEXEC, kHighFd);
+    if (ready_high < 0) fail(err, 9);
+    for (auto& [fd, target] : data) {
+      fd = ::fcntl(fd, F_DUPFD_CLOEXEC, kHighFd);
+      if (fd < 0) fail(err, 9);
+    }
+    // dup2 clears close-on-exec on the targets, so exactly 0-2, ready_fd and the data
+    // descriptors survive exec.
     if (::dup2(null_fd, 0) < 0 || ::dup2(log_fd, 1) < 0 || ::dup2(log_fd, 2) < 0 ||
-        ::dup2(ready[1], spec.ready_fd) < 0) {
+        ::dup2(ready_high, spec.ready_fd) < 0) {
       fail(err, 9);
+    }
+    for (auto [fd, target] : data) {
+      if (::dup2(fd, target) < 0) fail(err, 9);
     }
     ::execve(argv[0], argv.data(), envp.data());
     fail(err, 10);

@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "terminals/result.hpp"
@@ -25,6 +26,9 @@ struct LaunchSpec {
   std::optional<std::uint64_t> open_files;  ///< RLIMIT_NOFILE
   std::string log_path;  ///< stdout and stderr go here (appended), /dev/null when empty
   int ready_fd = 3;      ///< where the child finds the write end of the readiness pipe
+  /// Bytes the child reads at a fixed descriptor (the read end of a pipe already holding them,
+  /// at most 64 KiB each), e.g. bubblewrap's --seccomp program. Descriptors below 64.
+  std::vector<std::pair<int, std::string>> data_fds;
 };
 
 struct Launched {

@@ -31,6 +31,7 @@
 #include "local/cgroup.hpp"
 #include "local/launcher.hpp"
 #include "local/os_user.hpp"
+#include "local/seccomp.hpp"
 #include "terminals/http_client.hpp"
 #include "terminals/log.hpp"
 #include "terminals/loop.hpp"
@@ -76,6 +77,9 @@ namespace {
 constexpr std::string_view kSandboxHome = "/home/user";
 constexpr std::string_view kSandboxRun = "/run/terminal";
 constexpr std::string_view kSandboxAgent = "/run/terminals-agent";
+// bubblewrap reads the sandbox's system call filter here (the agent's readiness pipe is 3).
+constexpr int kSeccompFd = 4;
+constexpr const char* kSeccompFdText = "4";
 
 std::string length_prefixed(std::string_view s) { return std::to_string(s.size()) + ":" + std::string(s); }
 
@@ -198,6 +202,7 @@ struct Setup {
   std::string cgroup_root;  ///< see cgroup_root_for
   std::string agent_path;
   bool bwrap_disable_userns = false;  ///< bubblewrap 0.8+: no user namespaces inside the sandbox
+  std::string seccomp_program;        ///< the sandbox's system call filter (local/seccomp.hpp)
 
   std::string home_of(std::string_view user_id, std::string_view context_id) const {
     std::string home = options.data_dir + "/homes/" + user_hash(user_id);
@@ -270,6 +275,10 @@ struct Setup {
       // there (a common way into kernel bugs); nothing a terminal does needs one.
       if (bwrap_disable_userns) {
         for (const char* a : {"--unshare-user", "--disable-userns"}) launch_spec.argv.emplace_back(a);
+      }
+      if (!seccomp_program.empty()) {
+        launch_spec.data_fds.emplace_back(kSeccompFd, seccomp_program);
+        for (const char* a : {"--seccomp", kSeccompFdText}) launch_spec.argv.emplace_back(a);
       }
       if (spec.network == NetworkMode::Host) launch_spec.argv.push_back("--share-net");
       for (const char* a : {"--new-session", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
@@ -953,6 +962,7 @@ Result<std::unique_ptr<LocalBackend>> LocalBackend::create(Loop& loop, LocalBack
   setup->cgroups = CgroupMounts::detect();
   setup->cgroup_root = cgroup_root_for(options.data_dir, options.cgroup_name);
   setup->agent_path = agent;
+  setup->seccomp_program = sandbox_seccomp_program();
   if (bwrap) {
     auto help = run_command_blocking({options.bwrap_path, "--help"});
     setup->bwrap_disable_userns = help && help->find("--disable-userns") != std::string::npos;
