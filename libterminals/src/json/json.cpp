@@ -32,7 +32,9 @@ Result<rapidjson::Document> parse_json(std::string_view text) {
     }
     return false;
   };
-  auto bad_escape = [] { return Error(Errc::InvalidArgument, "invalid JSON: a \\u escape names a lone surrogate"); };
+  auto bad_escape = [] {
+    return Error(Errc::InvalidArgument, "invalid JSON: a \\u escape names a lone surrogate");
+  };
   std::vector<const rapidjson::Value*> pending{&doc};
   while (!pending.empty()) {
     const rapidjson::Value* v = pending.back();

@@ -73,7 +73,8 @@ Result<Launched> launch(const LaunchSpec& spec) {
   } close_data{data};
   for (const auto& [target, bytes] : spec.data_fds) {
     if (target < 3 || target >= kHighFd || target == spec.ready_fd || bytes.size() > 65536) {
-      return Error(Errc::InvalidArgument, "a data descriptor must be 3..63, not the ready one, and hold <= 64 KiB");
+      return Error(Errc::InvalidArgument,
+                   "a data descriptor must be 3..63, not the ready one, and hold <= 64 KiB");
     }
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) return Error(Errc::Io, std::string("pipe: ") + std::strerror(errno));

@@ -368,7 +368,8 @@ class LocalBackendImpl final : public LocalBackend {
     *alive_ = false;
     // Our per-data-directory cgroup roots go when empty (rmdir refuses otherwise, which is
     // what we want while terminals run on).
-    for (const std::string* mount : {&setup_->cgroups.memory, &setup_->cgroups.pids, &setup_->cgroups.cpu, &setup_->cgroups.unified}) {
+    const CgroupMounts& mounts = setup_->cgroups;
+    for (const std::string* mount : {&mounts.memory, &mounts.pids, &mounts.cpu, &mounts.unified}) {
       if (!mount->empty()) ::rmdir((*mount + "/" + setup_->cgroup_root).c_str());
     }
     // Terminals keep running, to be adopted by the next orchestrator: the reaper must not kill
@@ -496,8 +497,8 @@ class LocalBackendImpl final : public LocalBackend {
       if (found == terminals_.end()) return done(Status{});
       Record record = record_of(*found->second);
       terminals_.erase(found);
-      removals_.emplace_back([setup = setup_, record, delete_data]() { return setup->forget(record, delete_data); },
-                             std::move(done));
+      auto work = [setup = setup_, record, delete_data]() { return setup->forget(record, delete_data); };
+      removals_.emplace_back(std::move(work), std::move(done));
       next_removal();
     });
   }
